@@ -95,12 +95,13 @@ def news_texts() -> list[str]:
 
     spec = importlib.util.find_spec("gensim")
     base = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data"
-    return [line.strip() for line in open(base / "lee_background.cor", encoding="utf-8") if line.strip()]
+    with open(base / "lee_background.cor", encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
 
 
 def code_texts(n: int = 60) -> list[str]:
     lib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(lib.glob("*.py"))[200 : 200 + n]
+    files = sorted(lib.glob("*.py"))[-n:]  # the last n modules; tinymodels trains on the first 120
     return [p.read_text(encoding="utf-8", errors="replace")[:3000] for p in files]
 
 

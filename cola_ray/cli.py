@@ -1,0 +1,84 @@
+"""The `cola-ray` command: flags/YAML -> a typed config -> a workflow -> a summary.
+
+Flags are generated from the config dataclasses, so `--help` documents every option and YAML
+accepts exactly the same names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import get_origin, get_type_hints
+
+from cola_ray.config import CurateConfig, base_type, build_config
+from cola_ray.errors import UserError
+
+
+def _add_flags(parser: argparse.ArgumentParser, cls) -> None:
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = base_type(hints[f.name])
+        help_text = f.metadata.get("help", "") + (f" (default: {f.default})" if f.default not in (None, dataclasses.MISSING) else "")
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+        elif get_origin(kind) is list:
+            parser.add_argument(flag, action="append", default=None, help=help_text, metavar="URI")
+        else:
+            parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"),
+                                help=help_text, metavar=None if f.metadata.get("choices") else f.name.upper())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cola-ray", description="Calibration-data curation for LLM "
+                                     "compression (COLA) on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    curate = sub.add_parser("curate", help="select a calibration set from candidate corpora",
+                            description="Select a calibration set: corpus -> chunks -> activations -> "
+                            "k-means -> one representative per cluster. With no --model and no --corpus "
+                            "it runs the offline demo (SmolLM2-135M on Wikipedia, news and Python code).")
+    _add_flags(curate, CurateConfig)
+    return parser
+
+
+def _config(cls, args: argparse.Namespace):
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name != "config"}
+    return build_config(cls, args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "curate":
+            from cola_ray.report import curate_summary
+            from cola_ray.workflows.curate import run_curate
+
+            manifest = run_curate(_config(CurateConfig, args))
+            print(curate_summary(manifest))
+        return 0
+    except KeyboardInterrupt:
+        print("cola-ray: interrupted; no manifest written (rerun the same command to resume)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - turned into one line when it is the user's input
+        user = find_user_error(e)
+        if user is None:
+            raise
+        print(f"cola-ray: error: {user}", file=sys.stderr)
+        return 2
+
+
+def find_user_error(e: BaseException) -> UserError | None:
+    """Ray wraps exceptions raised in tasks; dig the UserError out of the chain."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, UserError):
+            return UserError(str(e).strip().splitlines()[-1] if "\n" in str(e) else str(e))
+        cause = getattr(e, "cause", None)
+        e = cause if isinstance(cause, BaseException) else (e.__cause__ or e.__context__)
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Stage 3: chunks -> small projected activation vectors, inside Ray actors.
+
+For each chunk and each chosen decoder layer: the mean of the layer's output hidden states over
+the chunk's own tokens (never padding, never the BOS position), L2-normalised; the per-layer
+vectors are concatenated and projected to `proj_dim` with a seeded Gaussian matrix that every
+actor rebuilds identically. Only `proj_dim` floats per chunk leave the actor.
+
+The forward pass stops after the deepest chosen layer (a hook raises), so neither the later
+layers nor the LM head are computed. Each Ray batch becomes one shard file written atomically
+by the actor; a shard is the unit a rerun skips (resume after a crash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from cola_ray import storage
+
+LEDGER_COLUMNS = ("id", "doc_id", "source", "num_tokens", "drop")
+
+
+def projection_matrix(in_dim: int, proj_dim: int, seed: int) -> np.ndarray:
+    """a' = (1/sqrt(proj_dim)) R a with R ~ N(0, 1): a Johnson-Lindenstrauss projection that keeps
+    distances in expectation. numpy's PCG64 makes it identical on every actor and machine."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, in_dim, proj_dim]))
+    return (rng.standard_normal((in_dim, proj_dim)) / math.sqrt(proj_dim)).astype(np.float32)
+
+
+class _StopForward(Exception):
+    """Raised by the hook on the deepest chosen layer: nothing after it is computed."""
+
+
+class LayerPooler:
+    """Runs a causal LM up to its deepest chosen layer and mean-pools each chosen layer's output."""
+
+    def __init__(self, model, layers: list[int]):
+        from cola_ray.models import find_decoder_layers
+
+        self.model, self.layers = model, layers
+        blocks = find_decoder_layers(model)
+        self._captured: dict[int, object] = {}
+        self._handles = [blocks[i].register_forward_hook(self._hook(i, i == layers[-1])) for i in layers]
+
+    def _hook(self, index: int, last: bool):
+        def hook(_module, _inputs, output):
+            self._captured[index] = output[0] if isinstance(output, tuple) else output
+            if last:
+                raise _StopForward
+
+        return hook
+
+    def pooled(self, input_ids, attention_mask, pool_mask):
+        """[batch, n_layers, hidden] float32 means over pool_mask positions, L2-normalised."""
+        import torch
+
+        # Explicit positions from the mask: with left padding, real tokens still start at 0,
+        # so absolute-position models (GPT-2) see the same inputs as unpadded.
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        self._captured.clear()
+        with torch.inference_mode():
+            try:
+                self.model(input_ids=input_ids, attention_mask=attention_mask,
+                           position_ids=position_ids, use_cache=False)
+            except _StopForward:
+                pass
+        mask = pool_mask.unsqueeze(-1)
+        counts = pool_mask.sum(-1, keepdim=True).clamp(min=1).to(torch.float32)
+        out = []
+        for i in self.layers:
+            h = self._captured[i].to(torch.float32)
+            # masked_fill, not multiply: padded positions may hold NaN (fully masked attention rows)
+            mean = h.masked_fill(~mask, 0.0).sum(1) / counts
+            out.append(torch.nn.functional.normalize(mean, dim=-1))
+        return torch.stack(out, 1)
+
+
+def pad_batch(token_lists: list[list[int]], pad_id: int, bos_id: int | None, side: str = "right"):
+    """Tensors (input_ids, attention_mask, pool_mask); BOS is fed to the model but not pooled:
+    its hidden state is an 'attention sink' of huge norm, the same for every chunk."""
+    import torch
+
+    seqs = [([bos_id] if bos_id is not None else []) + list(t) for t in token_lists]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.bool)
+    pool = torch.zeros((len(seqs), width), dtype=torch.bool)
+    skip = 1 if bos_id is not None else 0
+    for r, s in enumerate(seqs):
+        lo = 0 if side == "right" else width - len(s)
+        ids[r, lo: lo + len(s)] = torch.tensor(s, dtype=torch.long)
+        attn[r, lo: lo + len(s)] = True
+        pool[r, lo + skip: lo + len(s)] = True
+    return ids, attn, pool
+
+
+def adds_bos(tokenizer) -> int | None:
+    """The BOS id if the tokenizer prepends one by default (Llama-style), else None."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    return bos if tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos] else None
+
+
+class ActivationExtractor:
+    """Ray Data callable class: one per actor (one GPU each on CUDA machines).
+
+    __call__ receives a batch of chunk rows (kept and dropped), embeds the kept ones in
+    micro-batches of similar length, writes one shard (ledger + vectors + text) to `shard_dir`
+    and returns the shard's small ledger rows to the driver.
+    """
+
+    def __init__(self, model: str, layers: str, proj_dim: int, seed: int, device: str,
+                 dtype: str, batch_size: int, shard_dir: str, threads: int = 0):
+        import torch
+
+        from cola_ray.models import (find_decoder_layers, load_causal_lm, load_tokenizer,
+                                     parse_layers, pick_device)
+
+        self.device = pick_device(device)
+        if threads:  # Ray sets OMP threads to the actor's (fractional) CPU share; use the cores
+            torch.set_num_threads(threads)
+        self.model = load_causal_lm(model, self.device, dtype)
+        self.tokenizer = load_tokenizer(model)
+        self.layers = parse_layers(layers, len(find_decoder_layers(self.model)))
+        self.pooler = LayerPooler(self.model, self.layers)
+        hidden = self.model.get_input_embeddings().embedding_dim
+        proj = projection_matrix(hidden * len(self.layers), proj_dim, seed)
+        self.projection = torch.from_numpy(proj).to(self.device)
+        self.bos = adds_bos(self.tokenizer)
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.batch_size, self.shard_dir, self.proj_dim = batch_size, shard_dir, proj_dim
+
+    def embed(self, token_lists: list[list[int]], side: str = "right") -> np.ndarray:
+        """[n, proj_dim] float32 for chunks given as token id lists (NaN rows if non-finite)."""
+        ids, attn, pool = pad_batch(token_lists, self.pad, self.bos, side)
+        per_layer = self.pooler.pooled(ids.to(self.device), attn.to(self.device), pool.to(self.device))
+        flat = per_layer.flatten(1)
+        vec = flat @ self.projection
+        bad = ~(flat.isfinite().all(-1))
+        vec[bad] = float("nan")
+        return vec.float().cpu().numpy()
+
+    def embed_sorted(self, token_lists: list[list[int]]) -> np.ndarray:
+        """Micro-batches of similar-length chunks (sorted by length) waste little on padding."""
+        order = sorted(range(len(token_lists)), key=lambda i: (len(token_lists[i]), i))
+        out = np.empty((len(token_lists), self.proj_dim), np.float32)
+        for lo in range(0, len(order), self.batch_size):
+            idx = order[lo: lo + self.batch_size]
+            out[idx] = self.embed([token_lists[i] for i in idx])
+        return out
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        drops = batch.column("drop").to_pylist()
+        live = [i for i, d in enumerate(drops) if not d]
+        tokens = batch.column("input_ids").to_pylist()
+        vectors: list = [None] * batch.num_rows
+        if live:
+            embedded = self.embed_sorted([tokens[i] for i in live])
+            for j, i in enumerate(live):
+                if np.isfinite(embedded[j]).all():
+                    vectors[i] = embedded[j]
+                else:
+                    drops[i] = "non_finite"
+        shard = pa.table({
+            "id": batch.column("id"), "doc_id": batch.column("doc_id"), "source": batch.column("source"),
+            "num_tokens": batch.column("num_tokens"), "drop": pa.array(drops, pa.string()),
+            "text": pa.array([t if not d else "" for t, d in zip(batch.column("text").to_pylist(), drops)],
+                             pa.string()),
+            "vector": pa.array([None if v is None else v.tolist() for v in vectors],
+                               pa.list_(pa.float32(), self.proj_dim)),
+        }).sort_by("id")
+        name = hashlib.sha1("\n".join(shard.column("id").to_pylist()).encode()).hexdigest()[:20]
+        storage.write_parquet(storage.join(self.shard_dir, f"shard-{name}.parquet"), shard)
+        return shard.select(list(LEDGER_COLUMNS))

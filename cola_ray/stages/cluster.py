@@ -1,0 +1,74 @@
+"""Stage 4: k-means over the projected vectors with FAISS, and nearest-centroid assignment.
+
+Training runs on one node (FAISS's multi-threaded k-means, GPU FAISS when the wheel has it) on
+a seeded uniform sample of at most k * points_per_centroid vectors: beyond ~256 points per
+centroid the centroids barely move, and the cost of training stays bounded as the corpus grows.
+Assignment of every vector runs distributed over Ray (`assign`, one task per block).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from cola_ray.errors import UserError
+
+
+@dataclass
+class KMeansResult:
+    centroids: np.ndarray  # [k, d] float32
+    train_objective: float  # sum of squared distances on the training sample, best restart
+    n_train: int
+    restarts: int
+
+
+def sample_fraction(n: int, k: int, points_per_centroid: int) -> float:
+    return min(1.0, k * points_per_centroid / max(n, 1))
+
+
+def in_sample(ids: list[str], fraction: float, seed: int) -> np.ndarray:
+    """Seeded uniform sample decided per id (a hash), so it does not depend on how rows are
+    spread over workers or in which order they arrive."""
+    if fraction >= 1.0:
+        return np.ones(len(ids), dtype=bool)
+    limit = int(fraction * 2**64)
+    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(),
+                                    "little") < limit for i in ids], dtype=bool)
+
+
+def train_kmeans(vectors: np.ndarray, k: int, seed: int, iters: int = 25, restarts: int = 3) -> KMeansResult:
+    """FAISS k-means with several seeded restarts keeping the lowest objective. `vectors` must
+    already be the training sample, in a deterministic (id) order."""
+    import faiss
+
+    n, d = vectors.shape
+    if k > n:
+        raise UserError(f"--num-samples {k}: only {n} candidate chunks to cluster")
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    km = faiss.Kmeans(d, k, niter=iters, nredo=restarts, seed=seed, verbose=False,
+                      max_points_per_centroid=max(1, (n + k - 1) // k),  # we sampled already
+                      min_points_per_centroid=1, gpu=faiss.get_num_gpus() > 0)
+    km.train(x)
+    return KMeansResult(km.centroids.astype(np.float32).copy(), float(km.obj[-1]), n, restarts)
+
+
+def assign(batch: pa.Table, centroids: np.ndarray) -> pa.Table:
+    """Add `cluster` (nearest centroid) and `distance` (Euclidean) to each row's vector. Building
+    a flat index over k centroids is a copy, so a plain Ray task per block is cheapest."""
+    import faiss
+
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    sq, label = index.search(vectors_of(batch), 1)
+    batch = batch.append_column("cluster", pa.array(label[:, 0].astype(np.int32)))
+    return batch.append_column("distance", pa.array(np.sqrt(np.maximum(sq[:, 0], 0)).astype(np.float32)))
+
+
+def vectors_of(table: pa.Table) -> np.ndarray:
+    """The fixed-size-list `vector` column as a contiguous [n, d] float32 array (zero-copy)."""
+    col = table.column("vector").combine_chunks()
+    d = col.type.list_size
+    return np.ascontiguousarray(col.values.to_numpy(zero_copy_only=False).reshape(-1, d), np.float32)

@@ -1,0 +1,203 @@
+"""Stage 1 of the pipeline: corpus URIs -> a streaming Ray Dataset of documents.
+
+Output columns: `doc_id` (source + content hash: stable across runs and machines), `source`
+(the corpus's file or folder name, carried to every output), `text`.
+Every file is checked before anything heavy starts, so a bad corpus fails in seconds with the
+file and field named rather than deep inside a Ray task.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from cola_ray import storage
+from cola_ray.errors import UserError
+
+OUTPUT_COLUMNS = ("doc_id", "source", "text")
+# file suffix -> reader kind; `.arrow` files come from datasets' save_to_disk folders.
+FORMATS = {
+    ".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".json": "json", ".json.gz": "json",
+    ".parquet": "parquet", ".txt": "text", ".txt.gz": "text", ".arrow": "arrow",
+}
+_HF_MARKERS = ("dataset_info.json", "state.json")
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    uri: str
+    source: str
+    kind: str
+
+
+def _kind(uri: str) -> str | None:
+    name = uri.lower()
+    for suffix in sorted(FORMATS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return FORMATS[suffix]
+    return None
+
+
+def source_label(corpus_uri: str) -> str:
+    """'data/news.jsonl' -> 'news'; 'data/wiki/' -> 'wiki'; 'data/*.parquet' -> 'data'."""
+    name = corpus_uri.rstrip("/")
+    if any(ch in name for ch in "*?["):
+        name = name.split("*")[0].split("?")[0].split("[")[0].rstrip("/")
+        return storage.basename(name) or "corpus"
+    base = storage.basename(name)
+    for suffix in sorted(FORMATS, key=len, reverse=True):
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def discover(corpus_uris: list[str]) -> list[CorpusFile]:
+    """Expand each --corpus into readable files labelled with the corpus's source name."""
+    if not corpus_uris:
+        raise UserError("--corpus: no corpus given")
+    found: list[CorpusFile] = []
+    for uri in corpus_uris:
+        source = source_label(uri)
+        matches = storage.expand(uri)
+        names = {storage.basename(m.uri) for m in matches}
+        is_hf = all(marker in names for marker in _HF_MARKERS)
+        files = [
+            CorpusFile(m.uri, source, kind)
+            for m in matches
+            if (kind := _kind(m.uri)) and (kind == "arrow") == is_hf
+        ]
+        if not files:
+            raise UserError(f"--corpus {uri}: matches no readable files "
+                            f"(expected {', '.join(sorted(FORMATS))} or a datasets save_to_disk folder)")
+        found.extend(files)
+    return found
+
+
+def _first_record(f: CorpusFile) -> dict | None:
+    """Parse the first record of a file (cheap) to catch corrupt files and missing fields early."""
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(f.uri)
+    if f.kind == "parquet":
+        schema = pq.read_schema(fs.open_input_file(path))
+        return {name: "" for name in schema.names}
+    if f.kind == "arrow":
+        reader = ipc.open_stream(fs.open_input_stream(path))
+        return {name: "" for name in reader.schema.names}
+    with fs.open_input_stream(path) as raw:
+        head = raw.read(1 << 20)
+    if f.uri.endswith(".gz"):
+        head = gzip.decompress(head) if len(head) < (1 << 20) else _gunzip_prefix(head)
+    text = head.decode("utf-8")
+    if f.kind == "text":
+        return {"text": text}
+    stripped = text.lstrip()
+    if not stripped:
+        return None
+    if f.kind == "json" and stripped.startswith("["):
+        return {}  # a JSON array: field checks happen while reading
+    first = json.loads(stripped.splitlines()[0])
+    if not isinstance(first, dict):
+        raise ValueError("records must be JSON objects")
+    return first
+
+
+def _gunzip_prefix(data: bytes) -> bytes:
+    import zlib
+
+    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+
+
+def validate(files: list[CorpusFile], text_field: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(f: CorpusFile) -> None:
+        try:
+            first = _first_record(f)
+        except Exception as e:  # noqa: BLE001 - any parse failure means unreadable
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"--corpus {f.uri}: unreadable or corrupt {f.kind} file ({reason})") from None
+        if first and f.kind != "text" and text_field not in first:
+            raise UserError(f"--corpus {f.uri}: no field {text_field!r} (has: "
+                            f"{', '.join(sorted(first)[:8])}); set --text-field")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(check, files))
+
+
+def doc_id(source: str, text: str) -> str:
+    return f"{source}:{hashlib.sha256(text.encode('utf-8', 'replace')).hexdigest()[:16]}"
+
+
+class LabelDocuments:
+    """Select the text field, attach source and stable id (Ray Data `include_paths` gives each
+    row its file, so errors name the file)."""
+
+    def __init__(self, source: str, text_field: str):
+        self.source, self.text_field = source, text_field
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        paths = batch.column("path").to_pylist() if "path" in batch.column_names else ["?"]
+        if self.text_field not in batch.column_names:
+            raise UserError(f"--corpus {paths[0]}: a record has no field {self.text_field!r}")
+        texts = [t if isinstance(t, str) else ("" if t is None else str(t))
+                 for t in batch.column(self.text_field).to_pylist()]
+        return pa.table({
+            "doc_id": [doc_id(self.source, t) for t in texts],
+            "source": pa.array([self.source] * len(texts), pa.string()),
+            "text": pa.array(texts, pa.string()),
+        })
+
+
+def _read_arrow_stream(batch: dict) -> pa.Table:
+    """datasets' save_to_disk writes Arrow IPC *stream* files, which Ray has no reader for."""
+    import pyarrow.ipc as ipc
+
+    tables = []
+    for uri in batch["uri"]:
+        fs, path = storage.filesystem(str(uri))
+        with fs.open_input_stream(path) as f:
+            table = ipc.open_stream(f).read_all()
+        tables.append(table.append_column("path", pa.array([str(uri)] * table.num_rows, pa.string())))
+    return pa.concat_tables(tables)
+
+
+def _read(kind: str, uris: list[str]):
+    import ray
+
+    fs, _ = storage.filesystem(uris[0])
+    paths = [storage.filesystem(u)[1] for u in uris]
+    common = dict(filesystem=fs, file_extensions=None, include_paths=True)
+    if kind in ("jsonl", "json"):
+        return ray.data.read_json(paths, **common)  # pyarrow reads JSON lines natively
+    if kind == "parquet":
+        return ray.data.read_parquet(paths, **common)
+    if kind == "text":
+        return ray.data.read_text(paths, **common)
+    return ray.data.from_items([{"uri": u} for u in uris]).map_batches(_read_arrow_stream, batch_size=1)
+
+
+def read_documents(files: list[CorpusFile], text_field: str, max_docs: int | None = None):
+    """One streaming Ray Dataset of documents for all corpora; max_docs applies per source."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for f in files:
+        groups.setdefault((f.source, f.kind), []).append(f.uri)
+    per_source: dict[str, list] = {}
+    for (source, kind), uris in groups.items():
+        field = "text" if kind == "text" else text_field
+        ds = _read(kind, uris).map_batches(LabelDocuments(source, field), batch_format="pyarrow")
+        per_source.setdefault(source, []).append(ds)
+    datasets = []
+    for parts in per_source.values():
+        ds = _union(parts)
+        datasets.append(ds.limit(max_docs) if max_docs else ds)
+    return _union(datasets)
+
+
+def _union(parts: list):
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]

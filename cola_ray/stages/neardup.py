@@ -1,0 +1,234 @@
+"""Near-duplicate removal with MinHash LSH (COLA stage 2, on top of exact dedup).
+
+A calibration set has one sample per activation cluster; two near-identical documents (a
+mirrored page, a lightly edited copy) waste a cluster and tilt the centroids toward whatever
+is copied most. Exact hashing misses them, so we compare word n-gram sets by their MinHash
+estimate of Jaccard similarity.
+
+The pieces are pure functions so that the same maths runs in one process or on Ray:
+
+1. :func:`minhash_signatures` per batch (``map_batches``): ``(n, num_perm)`` uint64.
+2. :func:`lsh_band_keys` (or :func:`explode_buckets`): one 64-bit key per LSH band; rows that
+   share any key are candidate duplicates. Shuffle / group rows by key.
+3. :func:`near_duplicate_pairs` inside each bucket: the candidate pairs whose estimated
+   Jaccard reaches the threshold (this also discards 64-bit key collisions).
+4. :func:`drop_from_pairs` once over all pairs (they are few): within each connected group of
+   near-duplicates the smallest id is kept, so the result does not depend on row order, on
+   bucket order or on the number of workers.
+
+Resolving groups from the gathered pairs, rather than taking the union of per-bucket drops,
+matters for chains: if A~C and B~C are found in different buckets but A and B are not alike,
+only a global view sees that {A, B, C} is one group. :class:`NearDedup` does the same on a
+small in-memory list with datasketch's :class:`MinHashLSH`, and gives the same answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+from cola_ray.errors import UserError
+
+_SCHEME = "affine64"  # uint64 hash values; unbiased on large sets (datasketch >= 2.0)
+_WORD = re.compile(r"\w+")
+
+
+def shingles(text: str, ngram: int) -> set[bytes]:
+    """The set of lower-cased word n-grams of a text (a shorter text is one shingle).
+
+    Words are runs of letters, digits and underscore, so punctuation and whitespace changes
+    alone never make two texts differ.
+    """
+    words = _WORD.findall(text.lower())
+    if len(words) <= ngram:
+        return {" ".join(words).encode()} if words else set()
+    return {" ".join(words[i:i + ngram]).encode() for i in range(len(words) - ngram + 1)}
+
+
+@lru_cache(maxsize=8)
+def _template(num_perm: int, seed: int) -> MinHash:
+    return MinHash(num_perm=num_perm, seed=seed, scheme=_SCHEME)
+
+
+def minhash_signatures(texts: Iterable[str], num_perm: int = 128, ngram: int = 5,
+                       seed: int = 1) -> np.ndarray:
+    """MinHash signatures of the texts' word ``ngram`` shingle sets, shape ``(n, num_perm)``.
+
+    Deterministic for a given ``(num_perm, ngram, seed)``: signatures computed on different
+    workers are comparable. An empty text has the all-max signature (the empty set).
+    """
+    if num_perm < 1 or ngram < 1:
+        raise UserError(f"near-dup num_perm and ngram must be >= 1, got {num_perm} and {ngram}")
+    template = _template(num_perm, seed)
+    rows = []
+    for text in texts:
+        m = template.copy()
+        m.update_batch(shingles(str(text), ngram))
+        rows.append(m.hashvalues)
+    if not rows:
+        return np.empty((0, num_perm), dtype=np.uint64)
+    return np.stack(rows).astype(np.uint64, copy=False)
+
+
+@lru_cache(maxsize=32)
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """``(bands, rows)`` that datasketch's MinHashLSH picks for this threshold (equal weights
+    on false positives and false negatives), so both dedup paths band identically."""
+    _check_threshold(threshold)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser: spreads every input bit over the whole 64-bit key."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def lsh_band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One uint64 bucket key per (text, band): shape ``(n, bands)``.
+
+    Band ``b`` covers signature columns ``[b*rows, (b+1)*rows)``; the band index is mixed into
+    the key, so equal keys mean "same band, same values" (up to 64-bit collisions, which
+    :func:`near_duplicate_pairs` weeds out by comparing signatures).
+    """
+    sig = np.asarray(signatures, dtype=np.uint64)
+    if sig.ndim != 2 or bands * rows > sig.shape[1] or bands < 1 or rows < 1:
+        raise UserError(f"LSH bands x rows = {bands} x {rows} does not fit signatures of shape "
+                        f"{sig.shape}")
+    with np.errstate(over="ignore"):
+        key = np.broadcast_to(np.arange(bands, dtype=np.uint64), (sig.shape[0], bands)).copy()
+        banded = sig[:, :bands * rows].reshape(sig.shape[0], bands, rows)
+        for j in range(rows):
+            key = _mix64((key * np.uint64(0x9E3779B97F4A7C15)) ^ banded[:, :, j])
+    return key
+
+
+def explode_buckets(ids: Sequence[Any], signatures: np.ndarray, bands: int, rows: int
+                    ) -> dict[str, np.ndarray]:
+    """A batch with one row per (id, band): columns ``bucket``, ``id``, ``signature``, ready
+    for a Ray Data groupby on ``bucket``."""
+    keys = lsh_band_keys(signatures, bands, rows)
+    return {"bucket": keys.ravel(),
+            "id": np.repeat(np.asarray(ids), bands),
+            "signature": np.repeat(np.asarray(signatures, dtype=np.uint64), bands, axis=0)}
+
+
+def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of equal MinHash values: an unbiased estimate of the Jaccard similarity."""
+    return float(np.mean(np.asarray(a) == np.asarray(b)))
+
+
+def near_duplicate_pairs(ids: Sequence[Hashable], signatures: np.ndarray, threshold: float,
+                         block: int = 64) -> list[tuple[Any, Any]]:
+    """All pairs ``(smaller id, larger id)`` whose estimated Jaccard is >= ``threshold``.
+
+    Compares every pair of the given rows (meant for one LSH bucket), ``block`` rows at a time
+    so that memory stays at ``block x n x num_perm`` booleans.
+    """
+    _check_threshold(threshold)
+    ids = _plain_ids(ids)
+    sig = np.asarray(signatures, dtype=np.uint64)
+    if sig.ndim != 2 or len(ids) != sig.shape[0]:
+        raise UserError(f"{len(ids)} ids but signatures of shape {sig.shape}")
+    pairs = set()
+    for start in range(0, len(ids), block):
+        sim = (sig[start:start + block, None, :] == sig[None, :, :]).mean(axis=2)
+        rows, cols = np.nonzero(sim >= threshold)
+        for i, j in zip(rows + start, cols):
+            if i < j and ids[i] != ids[j]:
+                pairs.add((min(ids[i], ids[j]), max(ids[i], ids[j])))
+    return sorted(pairs)
+
+
+def drop_from_pairs(pairs: Iterable[tuple[Hashable, Hashable]]) -> set[Any]:
+    """Ids to drop: in each connected group of near-duplicate pairs all but the smallest id."""
+    parent: dict[Any, Any] = {}
+
+    def root(x: Any) -> Any:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:  # the smaller id becomes the root, so each root is its group's minimum
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x for x in parent if root(x) != x}
+
+
+def resolve_near_duplicates(ids: Sequence[Hashable], signatures: np.ndarray,
+                            threshold: float) -> set[Any]:
+    """Ids to drop among these rows: each group of near-duplicates keeps its smallest id."""
+    return drop_from_pairs(near_duplicate_pairs(ids, signatures, threshold))
+
+
+@dataclass
+class DedupResult:
+    """What :meth:`NearDedup.dedup` kept (input order) and dropped."""
+
+    kept: list[tuple[Any, str]]
+    dropped: set[Any] = field(default_factory=set)
+
+    @property
+    def num_dropped(self) -> int:
+        return len(self.dropped)
+
+
+class NearDedup:
+    """In-memory near-duplicate removal over ``(id, text)`` pairs, for small inputs.
+
+    Candidates come from datasketch's MinHashLSH; each candidate pair is then checked against
+    ``threshold`` and groups are resolved as in :func:`drop_from_pairs` (smallest id kept).
+    """
+
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,
+                 seed: int = 1) -> None:
+        _check_threshold(threshold)
+        self.threshold, self.num_perm, self.ngram, self.seed = threshold, num_perm, ngram, seed
+
+    def duplicates(self, records: Sequence[tuple[Hashable, str]]) -> set[Any]:
+        """Ids of the records to drop."""
+        ids = _plain_ids([r[0] for r in records])
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if repeated:
+            raise UserError(f"near-dup: id {repeated[0]!r} occurs more than once")
+        sigs = minhash_signatures((r[1] for r in records), self.num_perm, self.ngram, self.seed)
+        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+        sketches = [LeanMinHash(seed=self.seed, hashvalues=s, scheme=_SCHEME) for s in sigs]
+        for i, sketch in enumerate(sketches):
+            lsh.insert(i, sketch, check_duplication=False)
+        pairs = []
+        for i, sketch in enumerate(sketches):
+            for j in lsh.query(sketch):
+                if i < j and estimated_jaccard(sigs[i], sigs[j]) >= self.threshold:
+                    pairs.append((min(ids[i], ids[j]), max(ids[i], ids[j])))
+        return drop_from_pairs(pairs)
+
+    def dedup(self, records: Sequence[tuple[Hashable, str]]) -> DedupResult:
+        """The records that survive, in input order, and the dropped ids."""
+        records = list(records)
+        dropped = self.duplicates(records)
+        return DedupResult(kept=[r for r in records if r[0] not in dropped], dropped=dropped)
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold <= 1.0:
+        raise UserError(f"near-dup threshold must be in (0, 1], got {threshold}")
+
+
+def _plain_ids(ids: Sequence[Hashable]) -> list[Any]:
+    """numpy scalars -> Python values, so ids compare and hash like the caller's."""
+    if isinstance(ids, np.ndarray):
+        return ids.tolist()
+    return [i.item() if isinstance(i, np.generic) else i for i in ids]

@@ -1,0 +1,64 @@
+"""What every workflow needs: a Ray connection, stage timers, logging, version capture."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+
+PACKAGES = ("cola-ray", "ray", "torch", "transformers", "datasets", "faiss-cpu", "faiss-gpu-cu12",
+            "pyarrow", "numpy", "llmcompressor", "lm-eval", "compressed-tensors")
+
+
+def log(msg: str) -> None:
+    print(f"[cola-ray] {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_ray() -> None:
+    """Connect to the cluster of `ray job submit` (RAY_ADDRESS), or start a local Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        if not os.environ.get("RAY_ADDRESS"):  # a private local Ray: no token to hand out
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    ctx = ray.data.DataContext.get_current()
+    # Same inputs -> same order of rows -> same --max-docs prefix and same outputs, whatever
+    # the number of workers.
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = sys.stderr.isatty() and not os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS")
+
+
+def cpu_budget() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+class RunClock:
+    """Wall time per stage, in the order stages ran."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        log(f"{stage} ...")
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - t0, 2)
