@@ -105,8 +105,7 @@ def build_pipeline(cfg: CurateConfig, files, done: set[str], device: str):
     deduped = chunks.groupby("dedup_key", num_partitions=min(200, 2 * cpu_budget())).map_groups(
         process.mark_duplicates, batch_format="pyarrow")
     if done:
-        done_ref = ray.put(done)
-        deduped = deduped.map_batches(_skip_done, fn_args=(done_ref,), batch_format="pyarrow")
+        deduped = deduped.map_batches(_skip_done, fn_args=(frozenset(done),), batch_format="pyarrow")
     shard_dir = storage.join(cfg.out, SHARDS)
     return deduped.map_batches(
         activations.ActivationExtractor,
@@ -202,8 +201,10 @@ def _assign_write_summarize(batch: pa.Table, centroids: np.ndarray, emb_dir: str
 
 
 def write_outputs(cfg: CurateConfig, km, selected: pa.Table) -> list[str]:
+    """calibration.jsonl rounds `distance` to 1e-4: the forward pass differs by ~1e-7 between batch
+    shapes (BLAS blocking), which must not make two runs' files differ (embeddings/ keeps float32)."""
     lines = [json.dumps({"id": r["id"], "text": r["text"], "source": r["source"], "cluster": int(r["cluster"]),
-                         "distance": float(r["distance"]), "num_tokens": int(r["num_tokens"]),
+                         "distance": round(float(r["distance"]), 4), "num_tokens": int(r["num_tokens"]),
                          "cluster_size": int(r["members"])}, ensure_ascii=False)
              for r in selected.to_pylist()]
     storage.write_text(storage.join(cfg.out, "calibration.jsonl"), "\n".join(lines) + "\n")
@@ -278,5 +279,9 @@ def _check_model(model: str) -> None:
         raise
     except Exception as e:  # noqa: BLE001
         raise UserError(f"--model {model}: cannot read model config ({str(e).splitlines()[0]})") from None
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or getattr(config, "is_encoder_decoder", False):
-        raise UserError(f"--model {model}: {config.model_type} is not a decoder-only causal LM")
+    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    archs = getattr(config, "architectures", None) or []
+    ok = (any(a in causal_classes for a in archs) if archs else config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    if not ok or getattr(config, "is_encoder_decoder", False):
+        kind = ", ".join(archs) or config.model_type
+        raise UserError(f"--model {model}: {kind} is not a decoder-only causal LM")

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from cola_ray.stages.activations import ActivationExtractor, projection_matrix
+from tests import tinymodels
+
+
+def _extractor(model_dir, tmp_path, layers="all", batch_size=4):
+    return ActivationExtractor(model=str(model_dir), layers=layers, proj_dim=16, seed=0, device="cpu",
+                               dtype="float32", batch_size=batch_size, shard_dir=str(tmp_path / "shards"))
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory, tiny_tokenizer_dir):
+    return tinymodels.build_model(tmp_path_factory.mktemp("gpt2"), "gpt2", tiny_tokenizer_dir)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_pooled_vector_unchanged_by_padding(request, tmp_path, tiny_llama, gpt2_dir, arch, side):
+    ex = _extractor(tiny_llama if arch == "llama" else gpt2_dir, tmp_path)
+    short = list(range(10, 25))
+    batch = [list(range(30, 90)), short, list(range(100, 140))]
+    alone = ex.embed([short])[0]
+    padded = ex.embed(batch, side=side)[1]
+    np.testing.assert_allclose(padded, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_projection_is_seeded_and_identical_everywhere():
+    a, b = projection_matrix(256, 16, 7), projection_matrix(256, 16, 7)
+    assert a.dtype == np.float32 and a.shape == (256, 16)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, projection_matrix(256, 16, 8))
+
+
+def test_forward_stops_after_deepest_chosen_layer(tmp_path, tiny_llama):
+    ex = _extractor(tiny_llama, tmp_path, layers="0,1")
+    ran = []
+    from cola_ray.models import find_decoder_layers
+
+    blocks = find_decoder_layers(ex.model)
+    for i, block in enumerate(blocks):
+        block.register_forward_pre_hook(lambda *_a, i=i: ran.append(i))  # runs before ours raises
+    ex.model.lm_head.register_forward_pre_hook(lambda *_a: ran.append("lm_head"))
+    ex.embed([list(range(5, 20))])
+    assert ran == [0, 1]
+
+
+def test_non_finite_chunks_are_dropped_and_counted(tmp_path, tiny_llama):
+    import pyarrow as pa
+
+    ex = _extractor(tiny_llama, tmp_path)
+    with torch.no_grad():
+        ex.model.get_input_embeddings().weight[99] = float("inf")
+    batch = pa.table({
+        "id": ["a#0", "b#0", "c#0"], "doc_id": ["a", "b", "c"], "source": ["s"] * 3,
+        "text": ["x", "y", ""], "input_ids": [[5, 6, 7, 8], [5, 99, 7], []],
+        "num_tokens": [4, 3, 0], "drop": ["", "", "too_short"],
+    }, schema=pa.schema([("id", pa.string()), ("doc_id", pa.string()), ("source", pa.string()),
+                         ("text", pa.string()), ("input_ids", pa.list_(pa.int32())),
+                         ("num_tokens", pa.int32()), ("drop", pa.string())]))
+    ledger = ex(batch)
+    assert ledger.column("drop").to_pylist() == ["", "non_finite", "too_short"]
+    shard = __import__("pyarrow.parquet", fromlist=["x"]).read_table(next((tmp_path / "shards").glob("*.parquet")))
+    vectors = shard.column("vector").to_pylist()
+    assert vectors[0] is not None and np.isfinite(vectors[0]).all()
+    assert vectors[1] is None and vectors[2] is None

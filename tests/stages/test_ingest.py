@@ -1,0 +1,74 @@
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cola_ray.errors import UserError
+from cola_ray.stages import ingest
+
+
+def _docs(n, prefix):
+    return [f"{prefix} document number {i} with some text." for i in range(n)]
+
+
+@pytest.fixture()
+def many_formats(tmp_path):
+    root = tmp_path / "formats"
+    root.mkdir()
+    (root / "a.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in _docs(3, "jsonl")) + "\n")
+    with gzip.open(root / "b.jsonl.gz", "wt") as f:
+        f.write("\n".join(json.dumps({"body": t}) for t in _docs(2, "gz")) + "\n")
+    pq.write_table(pa.table({"body": _docs(4, "parquet")}), root / "c.parquet")
+    return root
+
+
+def test_source_labels():
+    assert ingest.source_label("data/news.jsonl") == "news"
+    assert ingest.source_label("s3://bucket/corpora/wiki/") == "wiki"
+    assert ingest.source_label("data/code/*.parquet") == "code"
+    assert ingest.source_label("x/y.jsonl.gz") == "y"
+
+
+def test_reads_every_format_with_source_and_stable_ids(ray_session, many_formats, tmp_path):
+    txt = tmp_path / "notes.txt"
+    txt.write_text("first line of notes\nsecond line of notes\n")
+    import datasets
+
+    datasets.Dataset.from_dict({"body": _docs(5, "hf")}).save_to_disk(str(tmp_path / "hfset"))
+    files = ingest.discover([str(many_formats), str(txt), str(tmp_path / "hfset")])
+    ingest.validate([f for f in files if f.kind != "text"], "body")
+    rows = ingest.read_documents(files, "body").take_all()
+    by_source = {}
+    for r in rows:
+        by_source.setdefault(r["source"], []).append(r)
+    assert {k: len(v) for k, v in by_source.items()} == {"formats": 9, "notes": 2, "hfset": 5}
+    again = ingest.read_documents(files, "body").take_all()
+    assert sorted(r["doc_id"] for r in rows) == sorted(r["doc_id"] for r in again)
+    assert all(r["doc_id"].startswith(r["source"] + ":") for r in rows)
+
+
+def test_max_docs_is_per_source(ray_session, many_formats, tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(json.dumps({"body": t}) for t in _docs(6, "other")) + "\n")
+    files = ingest.discover([str(many_formats), str(other)])
+    rows = ingest.read_documents(files, "body", max_docs=2).take_all()
+    assert sorted(r["source"] for r in rows) == ["formats", "formats", "other", "other"]
+
+
+def test_bad_corpora_name_the_culprit(tmp_path):
+    with pytest.raises(UserError, match="matches no readable files"):
+        ingest.discover([str(tmp_path / "nothing-*.jsonl")])
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"this is not parquet")
+    with pytest.raises(UserError, match=r"bad\.parquet: unreadable or corrupt"):
+        ingest.validate(ingest.discover([str(bad)]), "text")
+    gz = tmp_path / "broken.jsonl.gz"
+    gz.write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(UserError, match=r"broken\.jsonl\.gz: unreadable or corrupt"):
+        ingest.validate(ingest.discover([str(gz)]), "text")
+    ok = tmp_path / "fields.jsonl"
+    ok.write_text(json.dumps({"content": "x"}) + "\n")
+    with pytest.raises(UserError, match=r"fields\.jsonl: no field 'text'"):
+        ingest.validate(ingest.discover([str(ok)]), "text")

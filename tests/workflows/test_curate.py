@@ -1,0 +1,156 @@
+"""End-to-end curate runs on the tiny model: determinism, output contract, S3, resume, bad input."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from cola_ray import storage
+from cola_ray.cli import main
+from cola_ray.config import CurateConfig
+from cola_ray.workflows.curate import SHARDS, run_curate
+from tests.conftest import _write_jsonl, code_texts, news_texts
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("curate-corpus")
+    news = news_texts()[:30]
+    line = "The river rose two metres overnight and the town council closed the old bridge to traffic."
+    _write_jsonl(root / "news.jsonl", news + [line, "  " + line.replace(" the ", "  The ")])  # same up to case/spaces
+    _write_jsonl(root / "code.jsonl", [t[:1500] for t in code_texts(12)])
+    return root
+
+
+def _cfg(model, corpus, out, **kw):
+    base = dict(model=str(model), corpus=[str(corpus / "news.jsonl"), str(corpus / "code.jsonl")], out=str(out),
+                num_samples=8, seq_len=64, min_tokens=8, proj_dim=16, kmeans_iters=10, kmeans_restarts=2)
+    base.update(kw)
+    return CurateConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def reference_run(ray_session, tiny_llama, corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "out"
+    manifest = run_curate(_cfg(tiny_llama, corpus, out, workers=1, batch_size=4))
+    return out, manifest
+
+
+def test_outputs_follow_the_contract(reference_run):
+    import datasets
+
+    out, manifest = reference_run
+    calib = datasets.load_dataset("json", data_files=str(out / "calibration.jsonl"), split="train")
+    assert len(calib) == 8
+    assert {"id", "text", "source", "cluster", "distance", "num_tokens"} <= set(calib.column_names)
+    assert sorted(calib["cluster"]) == list(range(8))
+    assert all(0 < n <= 64 for n in calib["num_tokens"])
+    emb = pq.read_table(out / "embeddings")
+    assert {"id", "source", "num_tokens", "vector", "cluster", "distance"} <= set(emb.column_names)
+    assert emb.num_rows == manifest["counts"]["embedded"]
+    assert len(emb.column("vector")[0]) == 16
+    centroids = np.load(out / "centroids.npy")
+    assert centroids.shape == (8, 16) and centroids.dtype == np.float32
+    on_disk = json.loads((out / "manifest.json").read_text())
+    counts = on_disk["counts"]
+    assert counts["duplicates"] == 1 and counts["dropped"]["duplicate"] == 1
+    assert set(counts["per_source"]) == {"news", "code"}
+    assert counts["per_source"]["news"]["documents"] == 32
+    assert counts["selected"] == 8 == sum(s["selected"] for s in counts["per_source"].values())
+    assert on_disk["model"]["weights_sha256"] and on_disk["versions"]["ray"]
+    assert on_disk["kmeans"]["objective"] > 0 and on_disk["timings_s"]
+    # every selected chunk is its cluster's member nearest the centroid
+    for row in calib:
+        members = emb.filter(np.array(emb.column("cluster").to_pylist()) == row["cluster"]).to_pylist()
+        best = min(members, key=lambda r: (r["distance"], r["id"]))
+        assert best["id"] == row["id"]
+
+
+def test_same_selection_with_more_workers_and_other_batch_sizes(reference_run, tiny_llama, corpus, tmp_path):
+    out, _ = reference_run
+    other = tmp_path / "two-workers"
+    run_curate(_cfg(tiny_llama, corpus, other, workers=2, batch_size=16, shard_size=32))
+    assert (other / "calibration.jsonl").read_text() == (out / "calibration.jsonl").read_text()
+
+
+def test_rerun_resumes_from_written_shards(reference_run, tiny_llama, corpus, tmp_path, capfd):
+    import shutil
+
+    out, _ = reference_run
+    crashed = tmp_path / "crashed"
+    shutil.copytree(out / SHARDS, crashed / SHARDS)
+    shards = sorted((crashed / SHARDS).glob("*.parquet"))
+    shards[0].unlink()  # the run "died" before this shard was written
+    manifest = run_curate(_cfg(tiny_llama, corpus, crashed, workers=1, batch_size=4))
+    assert manifest["resume"]["shards_reused"] == len(shards) - 1
+    assert 0 < manifest["resume"]["rows_new"] < manifest["counts"]["chunks"] + 1
+    assert "resuming: " in capfd.readouterr().err
+    assert (crashed / "calibration.jsonl").read_text() == (out / "calibration.jsonl").read_text()
+
+
+def test_rerun_with_other_settings_is_refused(reference_run, tiny_llama, corpus):
+    out, _ = reference_run
+    from cola_ray.errors import UserError
+
+    with pytest.raises(UserError, match="other settings .*proj_dim"):
+        run_curate(_cfg(tiny_llama, corpus, out, proj_dim=8))
+
+
+def test_s3_in_and_out(reference_run, tiny_llama, corpus, s3_bucket):
+    import boto3
+
+    s3 = boto3.client("s3")
+    for name in ("news.jsonl", "code.jsonl"):
+        s3.upload_file(str(corpus / name), s3_bucket, f"corpus/{name}")
+    out = f"s3://{s3_bucket}/runs/e2e"
+    cfg = dataclasses.replace(_cfg(tiny_llama, corpus, out, workers=1, batch_size=4),
+                              corpus=[f"s3://{s3_bucket}/corpus/news.jsonl", f"s3://{s3_bucket}/corpus/code.jsonl"])
+    run_curate(cfg)
+    local, _ = reference_run
+    assert storage.read_bytes(f"{out}/calibration.jsonl").decode() == (local / "calibration.jsonl").read_text()
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="runs/e2e/")["Contents"]}
+    assert {"runs/e2e/manifest.json", "runs/e2e/centroids.npy"} <= keys
+    assert any(k.startswith("runs/e2e/embeddings/") for k in keys)
+
+
+def _bert(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    path = tmp_path / "bert"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         vocab_size=100)).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing-model", "not-causal", "no-files", "no-field", "corrupt",
+                                  "unwritable", "too-few"])
+def test_bad_input_is_one_line_and_no_manifest(case, ray_session, tiny_llama, corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["curate", "--model", str(tiny_llama), "--corpus", str(corpus / "news.jsonl"), "--out", str(out),
+            "--seq-len", "64", "--min-tokens", "8", "--num-samples", "4"]
+    expect = {}
+    if case == "missing-model":
+        args[2], expect = str(tmp_path / "nope"), "does not exist"
+    elif case == "not-causal":
+        args[2], expect = str(_bert(tmp_path)), "not a decoder-only causal LM"
+    elif case == "no-files":
+        args[4], expect = str(tmp_path / "*.parquet"), "matches no readable files"
+    elif case == "no-field":
+        args += ["--text-field", "body"]
+        expect = "no field 'body'"
+    elif case == "corrupt":
+        bad = tmp_path / "bad.jsonl"
+        bad.write_bytes(b"\xff\xfe{not json")
+        args[4], expect = str(bad), "unreadable or corrupt"
+    elif case == "unwritable":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "out"
+        args[6], expect = str(out), "not writable"
+    elif case == "too-few":
+        args[-1], expect = "100000", "--num-samples 100000: only"
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("cola-ray: error: ") and expect in err[-1], err[-1]
+    assert not (out / "manifest.json").exists()
