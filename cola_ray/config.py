@@ -41,7 +41,7 @@ class CurateConfig:
                      ("auto", "float32", "bfloat16", "float16"))
     max_docs: int | None = opt(None, "read at most N documents from each --corpus")
     allow_fewer: bool = opt(False, "select every candidate when there are fewer than --num-samples")
-    shard_size: int = opt(256, "chunks per activation shard (the unit of resume after a crash)")
+    shard_size: int = opt(64, "chunks per activation shard (the unit of resume after a crash)")
     kmeans_iters: int = opt(25, "k-means iterations per restart")
     kmeans_restarts: int = opt(3, "k-means restarts; the lowest objective is kept")
     kmeans_points_per_centroid: int = opt(256, "train k-means on at most k*N sampled vectors")

@@ -28,6 +28,9 @@ def ensure_ray() -> None:
     # the number of workers.
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = sys.stderr.isatty() and not os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS")
+    # A CPU actor can legitimately spend many minutes on one shard; Ray's default 30-minute
+    # no-progress guard would abort a slow but healthy run.
+    ctx.execution_no_progress_timeout_s = -1
 
 
 def cpu_budget() -> int:
@@ -46,6 +49,14 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
+
+
+def progress(what: str):
+    """A tqdm counter on stderr (total unknown while the corpus streams in)."""
+    from tqdm import tqdm
+
+    return tqdm(desc=f"[cola-ray] {what}", unit=" chunks", file=sys.stderr, mininterval=2.0,
+                disable=os.environ.get("COLA_RAY_NO_PROGRESS") == "1")
 
 
 class RunClock:

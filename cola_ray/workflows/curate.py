@@ -28,7 +28,7 @@ from cola_ray import storage
 from cola_ray.config import CurateConfig
 from cola_ray.errors import UserError
 from cola_ray.stages import activations, cluster, ingest, process, select
-from cola_ray.workflows.common import RunClock, cpu_budget, ensure_ray, log, package_versions
+from cola_ray.workflows.common import RunClock, cpu_budget, ensure_ray, log, package_versions, progress
 
 SHARDS = "work/activations"
 # Settings that change what a shard contains: a rerun may reuse shards only if these match.
@@ -235,10 +235,11 @@ def run_curate(cfg: CurateConfig) -> dict:
         log(f"resuming: {previous} activation shards already written ({len(done)} chunks), skipping them")
     log(f"reading {len(files)} file(s) from {len(set(f.source for f in files))} source(s); "
         f"{cfg.workers} activation worker(s) on {device}")
-    with clock("ingest+process+activations"):
+    with clock("ingest+process+activations"), progress("chunks embedded") as bar:
         new_rows = 0
         for batch in build_pipeline(cfg, files, done, device).iter_batches(batch_format="pyarrow", batch_size=None):
             new_rows += batch.num_rows
+            bar.update(int(pc.sum(pc.equal(batch.column("drop"), "")).as_py() or 0))
     shard_uris = storage.list_files(shard_dir, ".parquet")
     ledger = storage.read_parquet(shard_uris, list(activations.LEDGER_COLUMNS))
     n_embedded = int(pc.sum(pc.equal(ledger.column("drop"), "")).as_py() or 0)
