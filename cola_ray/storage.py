@@ -7,11 +7,11 @@ Knows nothing of stages.
 
 from __future__ import annotations
 
-import fnmatch
 import io
 import json
 import os
 import random
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -164,6 +164,38 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
                   if i.type == pafs.FileType.File and i.path.endswith(suffix))
 
 
+def glob_regex(pattern: str) -> "re.Pattern[str]":
+    """Shell-glob semantics over '/'-separated keys: * and ? stay within one path segment, **
+    spans segments. fnmatch lets * cross '/', and pyarrow has no glob for S3, hence by hand."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            if j < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1: j]
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))
+
+
 @dataclass(frozen=True)
 class Match:
     uri: str
@@ -182,14 +214,14 @@ def expand(uri: str) -> list[Match]:
         pattern, base = None, path
     else:
         head = path.split("*")[0].split("?")[0].split("[")[0]
-        base, pattern = head.rsplit("/", 1)[0] if "/" in head else "", path
+        base, pattern = head.rsplit("/", 1)[0] if "/" in head else "", glob_regex(path)
     selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
     infos = with_retries(f"list {uri}", lambda: fs.get_file_info(selector))
     out = [
         Match(to_uri(uri, i.path), i.size)
         for i in infos
         if i.type == pafs.FileType.File
-        and (pattern is None or fnmatch.fnmatch(i.path, pattern))
+        and (pattern is None or pattern.fullmatch(i.path))
         and not basename(i.path).startswith((".", "_"))
     ]
     return sorted(out, key=lambda m: m.uri)
