@@ -35,7 +35,7 @@ wait_for_nodes() {
       fi
     done
     # Bounded: ray.init() can hang for minutes on a port held by something that is not Ray.
-    if timeout -k 5 20 "$PY" - "$COLA_RAY_ADDRESS" "$want" <<'PYEOF' 2>/dev/null; then return 0; fi
+    if timeout -k 5 "${COLA_RAY_PROBE_TIMEOUT:-60}" "$PY" - "$COLA_RAY_ADDRESS" "$want" <<'PYEOF' 2>/dev/null; then return 0; fi
 import sys, ray
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 alive = sum(n["Alive"] for n in ray.nodes())
