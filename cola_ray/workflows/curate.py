@@ -156,6 +156,26 @@ def _counts(ledger: pa.Table, selected: pa.Table | None) -> dict:
     }
 
 
+def _train_local(cfg: CurateConfig, shard_uris: list[str], k: int) -> cluster.KMeansResult:
+    """FAISS on the driver, trained on a seeded id-hash sample of at most k * points_per_centroid."""
+    vectors = storage.read_parquet(shard_uris, ["id", "vector"], filter=pc.field("drop") == "").sort_by("id")
+    frac = cluster.sample_fraction(vectors.num_rows, k, cfg.kmeans_points_per_centroid)
+    train = vectors.filter(pa.array(cluster.in_sample(vectors.column("id").to_pylist(), frac, cfg.seed)))
+    if train.num_rows < k:  # the hashed sample came out a little small: use everything
+        train = vectors
+    return cluster.train_kmeans(cluster.vectors_of(train), k, cfg.seed, cfg.kmeans_iters, cfg.kmeans_restarts)
+
+
+def _train_distributed(cfg: CurateConfig, embedded, k: int) -> cluster.KMeansResult:
+    """--kmeans-mode distributed: Lloyd iterations over Ray actors that each hold a shard of the
+    vectors; the driver only ever holds k centroids (stages/kmeans_distributed.py)."""
+    from cola_ray.stages.kmeans_distributed import distributed_kmeans
+
+    res = distributed_kmeans(embedded.select_columns(["id", "vector"]), k, seed=cfg.seed,
+                             num_workers=max(1, cfg.workers), max_iter=cfg.kmeans_iters, cpus_per_worker=0.5)
+    return cluster.KMeansResult(res.centroids, float(res.objective), -1, 1)
+
+
 def cluster_and_select(cfg: CurateConfig, shard_uris: list[str], n_embedded: int, clock: RunClock):
     import ray
 
@@ -172,13 +192,7 @@ def cluster_and_select(cfg: CurateConfig, shard_uris: list[str], n_embedded: int
     embedded = (ray.data.read_parquet(paths, filesystem=fs, columns=["id", "source", "num_tokens", "vector", "drop"])
                 .filter(expr="drop == ''").drop_columns(["drop"]))
     with clock("cluster"):
-        vectors = storage.read_parquet(shard_uris, ["id", "vector"], filter=pc.field("drop") == "").sort_by("id")
-        frac = cluster.sample_fraction(vectors.num_rows, k, cfg.kmeans_points_per_centroid)
-        train = vectors.filter(pa.array(cluster.in_sample(vectors.column("id").to_pylist(), frac, cfg.seed)))
-        if train.num_rows < k:  # the hashed sample came out a little small: use everything
-            train = vectors
-        del vectors
-        km = cluster.train_kmeans(cluster.vectors_of(train), k, cfg.seed, cfg.kmeans_iters, cfg.kmeans_restarts)
+        km = _train_distributed(cfg, embedded, k) if cfg.kmeans_mode == "distributed" else _train_local(cfg, shard_uris, k)
     with clock("assign+select"):
         emb_dir = storage.join(cfg.out, "embeddings")
         storage.delete(emb_dir)
