@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from typing import get_origin, get_type_hints
 
-from cola_ray.config import CurateConfig, base_type, build_config
+from cola_ray.config import CurateConfig, SweepConfig, base_type, build_config
 from cola_ray.errors import UserError
 
 
@@ -24,7 +24,8 @@ def _add_flags(parser: argparse.ArgumentParser, cls) -> None:
         if kind is bool:
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
         elif get_origin(kind) is list:
-            parser.add_argument(flag, action="append", default=None, help=help_text, metavar="URI")
+            parser.add_argument(flag, action="append", default=None, help=help_text,
+                                metavar="URI" if f.name in ("corpus", "calibration_sets") else f.name.upper().rstrip("S"))
         else:
             parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"),
                                 help=help_text, metavar=None if f.metadata.get("choices") else f.name.upper())
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
                             "k-means -> one representative per cluster. With no --model and no --corpus "
                             "it runs the offline demo (SmolLM2-135M on Wikipedia, news and Python code).")
     _add_flags(curate, CurateConfig)
+    sweep = sub.add_parser("sweep", help="compare calibration selectors: compress + evaluate with Ray Tune",
+                           description="Grid of (selector or calibration set) x recipe x seed: each trial "
+                           "compresses the model on its calibration set and scores it on every suite (Ray Tune, "
+                           "one trial per CPU slot or GPU); writes results.csv/.parquet, report.md and plots. "
+                           "Rerunning with the same --out skips finished trials.")
+    _add_flags(sweep, SweepConfig)
     return parser
 
 
@@ -55,7 +62,14 @@ def main(argv: list[str] | None = None) -> int:
             from cola_ray.workflows.curate import run_curate
 
             manifest = run_curate(_config(CurateConfig, args))
+            if "kmeans" not in manifest:  # --selector other than cola
+                from cola_ray.report_sweep import selection_summary as curate_summary
             print(curate_summary(manifest))
+        elif args.command == "sweep":
+            from cola_ray.report_sweep import sweep_summary
+            from cola_ray.workflows.sweep import run_sweep
+
+            print(sweep_summary(run_sweep(_config(SweepConfig, args))))
         return 0
     except KeyboardInterrupt:
         print("cola-ray: interrupted; no manifest written (rerun the same command to resume)", file=sys.stderr)

@@ -21,6 +21,15 @@ def opt(default: Any = None, help: str = "", choices: tuple | None = None, **kw)
     return field(default=default, metadata=meta, **kw)
 
 
+def check_choices(config) -> None:
+    """Every option with `choices` holds one of them."""
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        if choices and getattr(config, f.name) not in choices:
+            raise UserError(f"--{f.name.replace('_', '-')} {getattr(config, f.name)!r}: "
+                            f"expected one of {', '.join(choices)}")
+
+
 @dataclass
 class CurateConfig:
     model: str | None = opt(None, "local HF model folder or hub id (default: the offline demo model)")
@@ -40,6 +49,32 @@ class CurateConfig:
     dtype: str = opt("auto", "model dtype (auto: bfloat16 on CUDA, float32 on CPU)",
                      ("auto", "float32", "bfloat16", "float16"))
     max_docs: int | None = opt(None, "read at most N documents from each --corpus")
+    # stage 2: processing
+    filters: list[str] = opt([], "quality-filter thresholds NAME=VALUE, comma-separated or repeatable (min_chars, "
+                             "max_symbol_ratio, max_digit_ratio, max_duplicate_line_ratio, top_ngram_size, "
+                             "max_top_ngram_ratio, max_replacement_char_ratio, max_mojibake_ratio; defaults in "
+                             "stages/filters.py), or 'off' to keep every document")
+    near_dup_threshold: float = opt(0.8, "drop a document whose estimated Jaccard similarity (MinHash of word "
+                                    "5-grams) with an earlier one reaches this; 0 turns near-dedup off")
+    pack: bool = opt(False, "concatenate consecutive documents of a source (EOS between them) into sequences of "
+                     "up to --seq-len tokens, instead of dropping short ones")
+    qa_format: bool = opt(False, "render records that have question/answer fields as Q&A with a reasoning "
+                          "section even when they have a text field (records without one always are)")
+    qa_template: str | None = opt(None, "Q&A template: {question} {context} {reasoning} {answer} or any record "
+                                  "field, \\n for a line break (default: Question/Reasoning/Answer lines)")
+    qa_fields: list[str] = opt([], "Q&A field mapping of one source (a --corpus label or a capability's probe "
+                               "set): SOURCE=ROLE:FIELD,... with roles question, context, reasoning, answer; "
+                               "repeatable")
+    # stage 1: source selection for a deployment
+    capabilities: list[str] = opt([], "capabilities the compressed model must keep (e.g. general,code): sources "
+                                  "get sample quotas from their coverage of them; comma-separated or repeatable")
+    deployment: str = opt("general", "general: equal capability weights; targeted: --target weighs 1.0 and "
+                          "the others 0.2", ("general", "targeted"))
+    target: str | None = opt(None, "the capability of a targeted deployment")
+    weights: list[str] = opt([], "capability weight overrides CAP=W, comma-separated or repeatable")
+    probes: list[str] = opt([], "probe set of a capability, CAP=URI (same formats as --corpus); repeatable; "
+                            "built-in sets: general, code")
+    probe_max_docs: int = opt(64, "read at most N documents from each probe set")
     allow_fewer: bool = opt(False, "select every candidate when there are fewer than --num-samples")
     shard_size: int = opt(64, "chunks per activation shard (the unit of resume after a crash)")
     kmeans_iters: int = opt(25, "k-means iterations per restart")
@@ -47,9 +82,17 @@ class CurateConfig:
     kmeans_points_per_centroid: int = opt(256, "train k-means on at most k*N sampled vectors")
     kmeans_mode: str = opt("local", "local: FAISS on the driver; distributed: Lloyd over Ray "
                            "actors holding shards of the vectors", ("local", "distributed"))
+    selector: str = opt("cola", "how the calibration set is chosen from the embedded chunks: cola (k-means "
+                        "on activations), random, random-stratified, lexical, perplexity[-low|-high]")
     config: str | None = opt(None, "YAML file with any of these options (flags override it)")
 
     def validate(self) -> "CurateConfig":
+        from cola_ray.selectors import get_selector  # the registry; imports no torch
+
+        try:
+            get_selector(self.selector)
+        except UserError as e:
+            raise UserError(f"--selector: {e}") from None
         checks = [
             ("num_samples", self.num_samples >= 1), ("seq_len", self.seq_len >= 8),
             ("min_tokens", 1 <= self.min_tokens <= self.seq_len), ("proj_dim", self.proj_dim >= 1),
@@ -57,15 +100,111 @@ class CurateConfig:
             ("shard_size", self.shard_size >= 1), ("kmeans_iters", self.kmeans_iters >= 1),
             ("kmeans_restarts", self.kmeans_restarts >= 1),
             ("max_docs", self.max_docs is None or self.max_docs >= 1),
+            ("near_dup_threshold", 0.0 <= self.near_dup_threshold <= 1.0),
+            ("probe_max_docs", self.probe_max_docs >= 1),
         ]
         for name, ok in checks:
             if not ok:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: out of range")
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise UserError(f"--{f.name.replace('_', '-')} {getattr(self, f.name)!r}: "
-                                f"expected one of {', '.join(choices)}")
+        check_choices(self)
+        return self
+
+
+class YamlDict(dict):
+    """A mapping option: a YAML mapping in the config file, or YAML/JSON text on the command line
+    (`--recipe-params '{gptq-w4a16: {group_size: 64}}'`)."""
+
+    def __init__(self, value=None):
+        if isinstance(value, str):
+            import yaml
+
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise ValueError(f"invalid YAML: {str(e).splitlines()[0]}") from None
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"expected a mapping, got {value!r}")
+        super().__init__(value or {})  # a dict, or (key, value) pairs (dataclasses.asdict)
+
+
+def _split(values: list[str]) -> list[str]:
+    """['cola,random', 'lexical'] -> ['cola', 'random', 'lexical'] (flags may list several)."""
+    return [v.strip() for item in values for v in str(item).split(",") if v.strip()]
+
+
+# CurateConfig options a sweep sets itself (per trial) rather than taking from its `curate:` block.
+SWEEP_OWNS = ("model", "out", "seed", "selector", "config")
+
+
+@dataclass
+class SweepConfig:
+    model: str | None = opt(None, "HF causal LM to curate for, compress and evaluate (default: the offline demo "
+                            "model)")
+    out: str | None = opt(None, "output folder or s3://bucket/prefix (default: runs/sweep-<time>); a rerun with "
+                          "the same --out skips finished trials")
+    selectors: list[str] = opt(["cola", "random"], "selectors to build a calibration set with, once per seed "
+                               "(repeatable or comma-separated)")
+    calibration_sets: list[str] = opt([], "existing calibration sets to compare as well: folders (local or "
+                                      "s3://) holding a calibration.jsonl; repeatable")
+    recipes: list[str] = opt(["wanda-50", "gptq-w4a16"], "compression recipes from cola_ray.compress "
+                             "(repeatable or comma-separated)")
+    recipe_params: YamlDict = opt({}, "per-recipe parameter overrides, {recipe: {param: value}}")
+    seeds: list[str] = opt(["0"], "seeds: curate's projection and k-means, the random selectors (e.g. 0,1,2)")
+    suites: list[str] = opt(["ppl-wiki", "ppl-news", "ppl-code", "humaneval-ll"], "evaluation suites from "
+                            "cola_ray.evaluate, or lm-eval task names (repeatable or comma-separated)")
+    eval_limit: int | None = opt(None, "documents (problems) per evaluation task (default: all)")
+    eval_batch_size: int = opt(8, "lm-eval batch size")
+    eval_backend: str = opt("hf", "lm-eval model backend (vllm: CUDA machines only)", ("hf", "vllm"))
+    curate: YamlDict = opt({}, "`cola-ray curate` options shared by every trial (corpus, num_samples, seq_len, "
+                           "max_docs, workers, ...; not model/out/seed/selector)")
+    shared_pool: bool = opt(False, "curate one pool (the first seed's activations) and apply every selector with "
+                            "every seed to it: one activation pass instead of one per seed; the seeds then vary "
+                            "k-means and sampling but not COLA's random projection")
+    save_models: bool = opt(False, "save every compressed model (compressed-tensors format) under "
+                            "<out>/models/<trial>")
+    trial_cpus: int = opt(1, "CPUs per trial; torch in the trial uses this many threads")
+    trial_gpus: float | None = opt(None, "GPUs per trial (default: 1 when the cluster has GPUs, else 0)")
+    max_concurrent: int | None = opt(None, "trials running at once (default: as many as resources allow)")
+    device: str = opt("auto", "where trials compress and evaluate", ("auto", "cpu", "cuda"))
+    dtype: str = opt("auto", "model dtype in trials (auto: bfloat16 on CUDA, float32 on CPU)",
+                     ("auto", "float32", "bfloat16", "float16"))
+    storage: str | None = opt(None, "Ray Tune's storage_path, local or s3:// (default: <out>/tune)")
+    report_only: bool = opt(False, "run nothing: rebuild the table, report and plots from the trials already "
+                            "finished (the others are listed as missing)")
+    config: str | None = opt(None, "YAML file with any of these options (flags override it)")
+
+    def validate(self) -> "SweepConfig":
+        from cola_ray.selectors import get_selector
+
+        self.selectors, self.recipes, self.suites = _split(self.selectors), _split(self.recipes), _split(self.suites)
+        try:
+            self.seeds = [str(int(s)) for s in _split(self.seeds)]
+        except ValueError:
+            raise UserError(f"--seeds {self.seeds}: expected integers") from None
+        self.recipe_params, self.curate = YamlDict(self.recipe_params), YamlDict(self.curate)
+        for name in self.selectors:
+            try:
+                get_selector(name)
+            except UserError as e:
+                raise UserError(f"--selectors: {e}") from None
+        checks = [("selectors", bool(self.selectors or self.calibration_sets)), ("recipes", bool(self.recipes)),
+                  ("suites", bool(self.suites)), ("seeds", bool(self.seeds) or not self.selectors),
+                  ("eval_limit", self.eval_limit is None or self.eval_limit >= 1),
+                  ("eval_batch_size", self.eval_batch_size >= 1), ("trial_cpus", self.trial_cpus >= 1),
+                  ("trial_gpus", self.trial_gpus is None or self.trial_gpus >= 0),
+                  ("max_concurrent", self.max_concurrent is None or self.max_concurrent >= 1)]
+        for name, ok in checks:
+            if not ok:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: out of range or empty")
+        known = {f.name for f in dataclasses.fields(CurateConfig)}
+        for key in self.curate:
+            if key.replace("-", "_") in SWEEP_OWNS or key.replace("-", "_") not in known:
+                raise UserError(f"--curate: {key!r} is not a curate option a sweep shares "
+                                f"(the sweep sets {', '.join(SWEEP_OWNS)} itself)")
+        for name, params in self.recipe_params.items():
+            if not isinstance(params, dict):
+                raise UserError(f"--recipe-params: {name!r} must map to parameters, e.g. {{group_size: 64}}")
+        check_choices(self)
         return self
 
 

@@ -17,16 +17,74 @@ def _fmt(v) -> str:
 def curate_summary(manifest: dict) -> str:
     c = manifest["counts"]
     per = c["per_source"]
-    rows = [[s, v["documents"], v["chunks"], v["embedded"], v["selected"]] for s, v in per.items()]
-    rows.append(["total", c["documents"], c["chunks"], c["embedded"], c["selected"]])
+    caps = manifest.get("capabilities")
+    quota = (lambda s: [caps["quotas"].get(s, 0)]) if caps else (lambda s: [])
+    rows = [[s, v["documents"], v["chunks"], v["embedded"], *quota(s), v["selected"]] for s, v in per.items()]
+    rows.append(["total", c["documents"], c["chunks"], c["embedded"], *([sum(caps["quotas"].values())] if caps else []),
+                 c["selected"]])
     dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"
     times = "  ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
     km = manifest["kmeans"]
-    parts = [
-        table(["source", "documents", "chunks", "embedded", "selected"], rows),
-        f"dropped: {dropped}",
-        f"k-means: k={km['k']} objective={km['objective']:.4f} empty clusters={len(km['empty_clusters'])}",
+    parts = [table(["source", "documents", "chunks", "embedded", *(["quota"] if caps else []), "selected"], rows),
+             f"dropped: {dropped}"]
+    if caps:
+        parts += ["", _coverage_table(caps), ""]
+    parts += [
+        f"k-means: k={km['k']} objective={km['objective']:.4f} empty clusters={len(km['empty_clusters'])}"
+        + (f" ({len(km['groups'])} source groups)" if km.get("groups") else ""),
         f"time: {times}  (total {sum(manifest['timings_s'].values()):.1f}s)",
-        f"output: {manifest['out']}  (calibration.jsonl, embeddings/, centroids.npy, manifest.json)",
+        f"output: {manifest['out']}  ({', '.join(a for a in manifest['artifacts'] if not a.startswith('work/'))}, "
+        "manifest.json)",
     ]
     return "\n".join(parts)
+
+
+def _coverage_table(caps: dict) -> str:
+    """Stage 1's coverage matrix with weights, weighted usefulness and quotas."""
+    import numpy as np
+
+    from cola_ray.stages.sources import format_coverage_table
+
+    srcs, names = list(caps["coverage"]), caps["capabilities"]
+    matrix = np.array([[caps["coverage"][s][c] for c in names] for s in srcs])
+    head = f"coverage ({caps['deployment']} deployment{', target ' + caps['target'] if caps.get('target') else ''}):"
+    return head + "\n" + format_coverage_table(matrix, srcs, names, caps["weights"], caps["quotas"], caps["excluded"])
+
+
+def activation_space_png(candidates: tuple, probes: tuple, selected: tuple) -> bytes:
+    """A 2-D PCA of the projected activation space: candidates (dots), probe sets (crosses) and
+    the selected chunks (ringed), coloured by source / capability. Each argument is (vectors
+    [n, d], labels). PCA is fitted on candidates and probes together."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, random_state=0).fit(np.vstack([candidates[0], probes[0]]))
+    labels = sorted(set(candidates[1]) | set(probes[1]) | set(selected[1]))
+    colour = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(labels)}
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
+    for (vectors, names), style in ((candidates, dict(marker=".", s=14, alpha=0.35)),
+                                    (probes, dict(marker="x", s=28, alpha=0.8)),
+                                    (selected, dict(marker="o", s=60, edgecolors="black", linewidths=1.2))):
+        if len(names) == 0:
+            continue
+        xy = pca.transform(vectors)
+        for name in sorted(set(names)):
+            mask = np.array([n == name for n in names])
+            kind = {".": "candidates", "x": "probes", "o": "selected"}[style["marker"]]
+            ax.scatter(xy[mask, 0], xy[mask, 1], color=colour[name], label=f"{name} ({kind})", **style)
+    ratio = pca.explained_variance_ratio_
+    ax.set_xlabel(f"PC1 ({ratio[0]:.0%})")
+    ax.set_ylabel(f"PC2 ({ratio[1]:.0%})")
+    ax.set_title("activation space: candidates, probes and the selected chunks")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

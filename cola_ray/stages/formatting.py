@@ -110,6 +110,42 @@ class QAFormatter:
         n = len(batch[columns[0]]) if columns else 0
         return [self.format_record({c: batch[c][i] for c in columns}) for i in range(n)]
 
+    def mentions_qa(self, columns: Sequence[str]) -> bool:
+        """Whether records with these field names look like Q&A at all (a mapping is given, or
+        a question or answer field is present)."""
+        lower = {n.lower() for n in columns}
+        return bool(self.fields) or any(c in lower for role in ("question", "answer")
+                                        for c in ROLE_CANDIDATES[role])
+
+    def check_columns(self, columns: Sequence[str]) -> bool:
+        """Whether records with these field names render as Q&A (False: plain text passing
+        through); raises the errors :meth:`format_record` would raise on every record, so a
+        bad mapping or template fails before any data is read."""
+        names = set(columns)
+        lower = {n.lower() for n in names}
+        found = {}
+        for role, candidates in ROLE_CANDIDATES.items():
+            if role in self.fields:
+                if self.fields[role] not in names:
+                    raise UserError(f"{self._where()}field {self.fields[role]!r} (mapped to {role}) "
+                                    f"not in records (fields: {', '.join(sorted(names))})")
+                found[role] = True
+            else:
+                found[role] = any(c in lower for c in candidates)
+        if not self.fields and not found["question"] and self.text_field in names:
+            return False
+        for role in ("question", "answer"):
+            if not found[role]:
+                looked = " / ".join(ROLE_CANDIDATES[role])
+                raise UserError(f"{self._where()}no {role} field (looked for {looked}; "
+                                f"fields: {', '.join(sorted(names))})")
+        absent = [n for _, names_ in self._lines for n in names_
+                  if n not in ROLE_CANDIDATES and n not in names]
+        if absent:
+            raise UserError(f"{self._where()}template field {absent[0]!r} not in records "
+                            f"(fields: {', '.join(sorted(names))}; roles: {', '.join(ROLE_CANDIDATES)})")
+        return True
+
     # -- internals ------------------------------------------------------------------------
 
     def _where(self) -> str:
@@ -137,8 +173,9 @@ class QAFormatter:
                                     f"record (fields: {', '.join(sorted(record))})")
                 values[role] = _text(record[name])
             else:
-                key = next((lower[c] for c in candidates if c in lower), None)
-                values[role] = _text(record[key]) if key is not None else ""
+                # the first candidate with a value: in a columnar batch every record has every
+                # column, None where its own record lacked the field
+                values[role] = next((v for c in candidates if c in lower and (v := _text(record[lower[c]]))), "")
         if not self.fields and not values["question"] and self.text_field in record:
             return None
         for role in ("question", "answer"):

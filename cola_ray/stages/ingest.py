@@ -1,7 +1,9 @@
 """Stage 1 of the pipeline: corpus URIs -> a streaming Ray Dataset of documents.
 
 Output columns: `doc_id` (source + content hash: stable across runs and machines), `source`
-(the corpus's file or folder name, carried to every output), `text`.
+(the corpus's file or folder name, carried to every output), `text`. Records with question /
+answer structure become one text through a Q&A renderer that the workflow passes in (stage 2's
+formatting; ingest only calls it, so the stages stay independent).
 Every file is checked before anything heavy starts, so a bad corpus fails in seconds with the
 file and field named rather than deep inside a Ray task.
 """
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -54,10 +58,11 @@ def source_label(corpus_uri: str) -> str:
     return base
 
 
-def discover(corpus_uris: list[str]) -> list[CorpusFile]:
-    """Expand each --corpus into readable files labelled with the corpus's source name."""
+def discover(corpus_uris: list[str], flag: str = "--corpus ") -> list[CorpusFile]:
+    """Expand each --corpus into readable files labelled with the corpus's source name (`flag`
+    names the option in messages: '--corpus ', '--probes code=')."""
     if not corpus_uris:
-        raise UserError("--corpus: no corpus given")
+        raise UserError(f"{flag.strip()}: no corpus given")
     found: list[CorpusFile] = []
     for uri in corpus_uris:
         source = source_label(uri)
@@ -70,7 +75,7 @@ def discover(corpus_uris: list[str]) -> list[CorpusFile]:
             if (kind := _kind(m.uri)) and (kind == "arrow") == is_hf
         ]
         if not files:
-            raise UserError(f"--corpus {uri}: matches no readable files "
+            raise UserError(f"{flag}{uri}: matches no readable files "
                             f"(expected {', '.join(sorted(FORMATS))} or a datasets save_to_disk folder)")
         found.extend(files)
     return found
@@ -104,7 +109,12 @@ def _first_record(f: CorpusFile) -> dict | None:
     return first
 
 
-def validate(files: list[CorpusFile], text_field: str) -> None:
+def validate(files: list[CorpusFile], text_field: str, formatters: Mapping[str, Any] | None = None,
+             qa_first: Collection[str] = (), flag: str = "--corpus ") -> None:
+    """Check every file's first record. `formatters`: source -> Q&A renderer (with
+    `check_columns(names) -> bool`); a source's records render as Q&A when its text field is
+    absent, or always when the source is in `qa_first` (records without Q&A fields still pass
+    their text through). `flag` names the option in messages."""
     from concurrent.futures import ThreadPoolExecutor
 
     def check(f: CorpusFile) -> None:
@@ -112,9 +122,17 @@ def validate(files: list[CorpusFile], text_field: str) -> None:
             first = _first_record(f)
         except Exception as e:  # noqa: BLE001 - any parse failure means unreadable
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"--corpus {f.uri}: unreadable or corrupt {f.kind} file ({reason})") from None
-        if first and f.kind != "text" and text_field not in first:
-            raise UserError(f"--corpus {f.uri}: no field {text_field!r} (has: "
+            raise UserError(f"{flag}{f.uri}: unreadable or corrupt {f.kind} file ({reason})") from None
+        if not first or f.kind == "text":
+            return
+        fmt = (formatters or {}).get(f.source)
+        qa = fmt is not None and (f.source in qa_first or text_field not in first) and fmt.mentions_qa(list(first))
+        try:
+            qa = qa and fmt.check_columns(list(first))
+        except UserError as e:
+            raise UserError(f"{flag}{f.uri}: {e}") from None
+        if not qa and text_field not in first:
+            raise UserError(f"{flag}{f.uri}: no field {text_field!r} (has: "
                             f"{', '.join(sorted(first)[:8])}); set --text-field")
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -127,17 +145,23 @@ def doc_id(source: str, text: str) -> str:
 
 class LabelDocuments:
     """Select the text field, attach source and stable id (Ray Data `include_paths` gives each
-    row its file, so errors name the file)."""
+    row its file, so errors name the file). With a `formatter`, records render through it (Q&A
+    with a reasoning section) when the text field is absent, or always with `qa_first`."""
 
-    def __init__(self, source: str, text_field: str):
+    def __init__(self, source: str, text_field: str, formatter: Any = None, qa_first: bool = False):
         self.source, self.text_field = source, text_field
+        self.formatter, self.qa_first = formatter, qa_first
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column("path").to_pylist() if "path" in batch.column_names else ["?"]
-        if self.text_field not in batch.column_names:
+        if self.formatter is not None and (self.qa_first or self.text_field not in batch.column_names):
+            texts = self.formatter.format_batch(batch.drop_columns(
+                [c for c in ("path",) if c in batch.column_names]).to_pydict())
+        elif self.text_field not in batch.column_names:
             raise UserError(f"--corpus {paths[0]}: a record has no field {self.text_field!r}")
-        texts = [t if isinstance(t, str) else ("" if t is None else str(t))
-                 for t in batch.column(self.text_field).to_pylist()]
+        else:
+            texts = [t if isinstance(t, str) else ("" if t is None else str(t))
+                     for t in batch.column(self.text_field).to_pylist()]
         return pa.table({
             "doc_id": [doc_id(self.source, t) for t in texts],
             "source": pa.array([self.source] * len(texts), pa.string()),
@@ -173,15 +197,20 @@ def _read(kind: str, uris: list[str]):
     return ray.data.from_items([{"uri": u} for u in uris]).map_batches(_read_arrow_stream, batch_size=1)
 
 
-def read_documents(files: list[CorpusFile], text_field: str, max_docs: int | None = None):
-    """One streaming Ray Dataset of documents for all corpora; max_docs applies per source."""
+def read_documents(files: list[CorpusFile], text_field: str, max_docs: int | None = None,
+                   formatters: Mapping[str, Any] | None = None, qa_first: Collection[str] = ()):
+    """One streaming Ray Dataset of documents for all corpora; max_docs applies per source.
+    `formatters` and `qa_first` as in :func:`validate` (plain .txt files never render as Q&A)."""
     groups: dict[tuple[str, str], list[str]] = {}
     for f in files:
         groups.setdefault((f.source, f.kind), []).append(f.uri)
     per_source: dict[str, list] = {}
     for (source, kind), uris in groups.items():
-        field = "text" if kind == "text" else text_field
-        ds = _read(kind, uris).map_batches(LabelDocuments(source, field), batch_format="pyarrow")
+        if kind == "text":
+            label = LabelDocuments(source, "text")
+        else:
+            label = LabelDocuments(source, text_field, (formatters or {}).get(source), source in qa_first)
+        ds = _read(kind, uris).map_batches(label, batch_format="pyarrow")
         per_source.setdefault(source, []).append(ds)
     datasets = []
     for parts in per_source.values():

@@ -20,6 +20,8 @@ Resolving groups from the gathered pairs, rather than taking the union of per-bu
 matters for chains: if A~C and B~C are found in different buckets but A and B are not alike,
 only a global view sees that {A, B, C} is one group. :class:`NearDedup` does the same on a
 small in-memory list with datasketch's :class:`MinHashLSH`, and gives the same answer.
+:func:`bucket_rows`, :func:`bucket_pairs` and :func:`drop_reasons` (at the end) are the same
+steps shaped for a Ray Data plan (map_batches -> groupby bucket -> map_groups -> driver).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from cola_ray.errors import UserError
@@ -232,3 +235,48 @@ def _plain_ids(ids: Sequence[Hashable]) -> list[Any]:
     if isinstance(ids, np.ndarray):
         return ids.tolist()
     return [i.item() if isinstance(i, np.generic) else i for i in ids]
+
+
+# -- Ray Data adapters: the same steps over a streaming dataset of documents ----------------
+
+PAIR_SCHEMA = pa.schema([("a", pa.string()), ("b", pa.string()), ("exact", pa.bool_())])
+
+
+def bucket_rows(batch: pa.Table, threshold: float, num_perm: int = 128, ngram: int = 5,
+                seed: int = 1) -> pa.Table:
+    """Documents (`doc_id`, `text`, `key`: exact-duplicate key) -> one row per (document, LSH
+    band): `bucket`, `id`, `key`, `signature`; steps 1-2 of the module docstring, per batch."""
+    sigs = minhash_signatures(batch.column("text").to_pylist(), num_perm, ngram, seed)
+    bands, rows = lsh_params(threshold, num_perm)
+    exploded = explode_buckets(batch.column("doc_id").to_pylist(), sigs, bands, rows)
+    flat = pa.array(exploded["signature"].ravel(), pa.uint64())
+    return pa.table({
+        "bucket": pa.array(exploded["bucket"], pa.uint64()),
+        "id": pa.array(exploded["id"].tolist(), pa.string()),
+        "key": pa.array(np.repeat(np.asarray(batch.column("key").to_pylist(), dtype=object), bands).tolist(),
+                        pa.string()),
+        "signature": pa.FixedSizeListArray.from_arrays(flat, num_perm),
+    })
+
+
+def bucket_pairs(group: pa.Table, threshold: float) -> pa.Table:
+    """One LSH bucket (a Ray Data group) -> its near-duplicate pairs (step 3), each flagged
+    `exact` when both documents have the same exact-duplicate key."""
+    if group.num_rows < 2:
+        return PAIR_SCHEMA.empty_table()
+    col = group.column("signature").combine_chunks()
+    sigs = col.values.to_numpy().reshape(-1, col.type.list_size)
+    ids = group.column("id").to_pylist()
+    key = dict(zip(ids, group.column("key").to_pylist()))
+    pairs = near_duplicate_pairs(ids, sigs, threshold)
+    return pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs],
+                     "exact": [key[a] == key[b] for a, b in pairs]}, schema=PAIR_SCHEMA)
+
+
+def drop_reasons(pairs: Iterable[tuple[Any, Any, bool]]) -> dict[Any, str]:
+    """Step 4 with a reason per dropped id: 'duplicate' when the document is an exact copy of a
+    smaller id (what exact dedup alone would drop), else 'near_duplicate'."""
+    pairs = list(pairs)
+    exact = {b for _, b, same in pairs if same}
+    return {i: "duplicate" if i in exact else "near_duplicate"
+            for i in sorted(drop_from_pairs((a, b) for a, b, _ in pairs))}

@@ -1,8 +1,19 @@
 """Stage 2: documents -> token chunks, with every drop counted by reason.
 
+Per document, in order: empty -> quality filters (filters.py: too_short, broken_encoding,
+non_text, repetitive) -> near-duplicate verdicts found beforehand over the whole corpus
+(neardup.py: 'near_duplicate', or 'duplicate' for a copy of an earlier document up to case and
+whitespace). A dropped document leaves one row (`doc_id#0`, no tokens) so the ledger counts it.
+Survivors are tokenized and split at paragraph/line boundaries into chunks of at most seq_len
+tokens; with `pack`, consecutive chunks of one source are concatenated (the tokenizer's EOS
+between documents) into sequences of up to seq_len tokens, so short documents make full-length
+calibration sequences instead of being dropped as too short.
+
 Output columns (one row per chunk, dropped chunks included so counts survive to the ledger):
-`id` (doc_id#index), `doc_id`, `source`, `text`, `input_ids` (int32, without special tokens),
-`num_tokens`, `dedup_key` (hash of the normalised text), `drop` ('' = kept, else the reason).
+`id` (doc_id#index; a packed sequence takes its first piece's id), `doc_id` (of a packed
+sequence: its documents' ids, space-separated), `source`, `text`, `input_ids` (int32, without
+special tokens except packing's EOS), `num_tokens` (0 for a document dropped whole),
+`dedup_key` (hash of the normalised text), `drop` ('' = kept, else the reason).
 """
 
 from __future__ import annotations
@@ -11,9 +22,13 @@ import bisect
 import functools
 import hashlib
 import re
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
+
+from cola_ray.errors import UserError
+from cola_ray.stages.filters import FilterConfig, QualityFilter
 
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()),
@@ -61,52 +76,128 @@ def _last_in(sorted_points: list[int], lo: int, hi: int) -> int | None:
 class Chunker:
     """Tokenize with the model's tokenizer and split long documents at paragraph/line boundaries.
     The tokenizer loads once in the constructor; `chunk_batch` keeps one Chunker per worker
-    process, so plain Ray tasks (which free their CPU between batches, unlike actors) reuse it."""
+    process, so plain Ray tasks (which free their CPU between batches, unlike actors) reuse it.
+    `quality`: filter thresholds (None: no quality filtering); `pack`: see the module docstring."""
 
-    def __init__(self, model: str, seq_len: int, min_tokens: int):
+    def __init__(self, model: str, seq_len: int, min_tokens: int, pack: bool = False,
+                 quality: FilterConfig | None = None):
         from cola_ray.models import load_tokenizer
 
         self.tokenizer = load_tokenizer(model)
-        self.seq_len, self.min_tokens = seq_len, min_tokens
+        self.seq_len, self.min_tokens, self.pack = seq_len, min_tokens, pack
+        self.quality = QualityFilter(quality) if quality is not None else None
+        if pack and self.tokenizer.eos_token_id is None:
+            raise UserError(f"--pack: the tokenizer of {model} has no EOS token to separate documents")
 
-    def chunk_document(self, doc_id: str, text: str, ids: list[int], offsets: list) -> list[dict]:
-        if not text.strip() or not ids:
-            return [dict(id=f"{doc_id}#0", text="", input_ids=[], num_tokens=0, drop="empty")]
+    def document_drop(self, text: str, doc: str, near_dups: Mapping[str, str]) -> str:
+        """Why a whole document is dropped ('' = keep): empty, a quality reason, or a verdict
+        of the corpus-wide near-duplicate pass."""
+        if not text.strip():
+            return "empty"
+        reason = self.quality.reason(text) if self.quality is not None else None
+        return reason or near_dups.get(doc, "")
+
+    def pieces(self, doc_id: str, text: str, ids: list[int], offsets: list) -> list[dict]:
+        """The document's chunks (each at most seq_len tokens), not yet checked for length."""
         cuts = split_points(len(ids), self.seq_len, _boundaries(text, offsets, r"\n\s*\n"),
                             _boundaries(text, offsets, r"\n"))
         rows, start = [], 0
         for i, end in enumerate(cuts):
-            piece = ids[start:end]
-            chunk_text = text[offsets[start][0]: offsets[end - 1][1]]
-            drop = "too_short" if len(piece) < self.min_tokens else ""
-            rows.append(dict(id=f"{doc_id}#{i}", text="" if drop else chunk_text,
-                             input_ids=[] if drop else piece, num_tokens=len(piece), drop=drop))
+            rows.append(dict(id=f"{doc_id}#{i}", doc_id=doc_id, input_ids=ids[start:end],
+                             text=text[offsets[start][0]: offsets[end - 1][1]]))
             start = end
         return rows
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def packed(self, pieces: list[dict]) -> list[dict]:
+        """Greedy in-order packing of one source's pieces into sequences of at most seq_len
+        tokens, EOS between documents (consecutive pieces of one document stay contiguous)."""
+        eos_id, eos = self.tokenizer.eos_token_id, self.tokenizer.eos_token
+        packs: list[list[dict]] = [[]]
+        used = 0
+        for p in pieces:
+            sep = 1 if packs[-1] and packs[-1][-1]["doc_id"] != p["doc_id"] else 0
+            if packs[-1] and used + sep + len(p["input_ids"]) > self.seq_len:
+                packs.append([])
+                used, sep = 0, 0
+            packs[-1].append(p)
+            used += sep + len(p["input_ids"])
+        out = []
+        for members in filter(None, packs):
+            ids, text = list(members[0]["input_ids"]), members[0]["text"]
+            for prev, p in zip(members, members[1:]):
+                new_doc = prev["doc_id"] != p["doc_id"]
+                ids += ([eos_id] if new_doc else []) + list(p["input_ids"])
+                text += (eos if new_doc else "") + p["text"]
+            doc_ids = " ".join(dict.fromkeys(p["doc_id"] for p in members))
+            out.append(dict(id=members[0]["id"], doc_id=doc_ids, input_ids=ids, text=text, pos=members[0].get("pos")))
+        return out
+
+    def chunk_document(self, doc_id: str, text: str, ids: list[int], offsets: list) -> list[dict]:
+        if not text.strip() or not ids:
+            return [_dropped_document(doc_id, "empty")]
+        return [self._checked(r) for r in self.pieces(doc_id, text, ids, offsets)]
+
+    def _checked(self, row: dict) -> dict:
+        """A chunk row with its length check applied (a too-short chunk keeps no payload)."""
+        n = len(row["input_ids"])
+        drop = "too_short" if n < self.min_tokens else ""
+        return dict(row, text="" if drop else row["text"], input_ids=[] if drop else row["input_ids"],
+                    num_tokens=n, drop=drop)
+
+    def __call__(self, batch: pa.Table, near_dups: Mapping[str, str] | None = None) -> pa.Table:
         texts = batch.column("text").to_pylist()
-        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True,
-                             return_attention_mask=False, verbose=False)
+        docs, sources = batch.column("doc_id").to_pylist(), batch.column("source").to_pylist()
+        drops = [self.document_drop(t, d, near_dups or {}) for t, d in zip(texts, docs)]
+        live = [i for i, d in enumerate(drops) if not d]
+        enc = self.tokenizer([texts[i] for i in live], add_special_tokens=False, return_offsets_mapping=True,
+                             return_attention_mask=False, verbose=False) if live else {"input_ids": [], "offset_mapping": []}
+        # rows keep the documents' order (a packed sequence sits where its first piece was)
+        rows = [dict(_dropped_document(docs[i], d), source=sources[i], pos=(i, 0)) for i, d in enumerate(drops) if d]
+        by_source: dict[str, list[dict]] = {}
+        for i, ids, offsets in zip(live, enc["input_ids"], enc["offset_mapping"]):
+            if not ids:
+                rows.append(dict(_dropped_document(docs[i], "empty"), source=sources[i], pos=(i, 0)))
+                continue
+            by_source.setdefault(sources[i], []).extend(
+                dict(p, pos=(i, j)) for j, p in enumerate(self.pieces(docs[i], texts[i], ids, offsets)))
+        for source, pieces in by_source.items():  # packing never mixes sources
+            for row in (self.packed(pieces) if self.pack else pieces):
+                rows.append(dict(self._checked(row), source=source))
         out = {name: [] for name in OUTPUT_SCHEMA.names}
-        for doc, source, text, ids, offsets in zip(batch.column("doc_id").to_pylist(),
-                                                   batch.column("source").to_pylist(), texts,
-                                                   enc["input_ids"], enc["offset_mapping"]):
-            for row in self.chunk_document(doc, text, ids, offsets):
-                row.update(doc_id=doc, source=source,
-                           dedup_key=dedup_key(row["text"]) if not row["drop"] else row["id"])
-                for name in OUTPUT_SCHEMA.names:
-                    out[name].append(row[name])
+        for row in sorted(rows, key=lambda r: r["pos"]):
+            row["dedup_key"] = dedup_key(row["text"]) if not row["drop"] else row["id"]
+            for name in OUTPUT_SCHEMA.names:
+                out[name].append(row[name])
         return pa.table(out, schema=OUTPUT_SCHEMA)
 
 
+def _dropped_document(doc_id: str, reason: str) -> dict:
+    return dict(id=f"{doc_id}#0", doc_id=doc_id, text="", input_ids=[], num_tokens=0, drop=reason)
+
+
 @functools.lru_cache(maxsize=4)
-def _chunker(model: str, seq_len: int, min_tokens: int) -> Chunker:
-    return Chunker(model, seq_len, min_tokens)
+def _chunker(model: str, seq_len: int, min_tokens: int, pack: bool, quality: FilterConfig | None) -> Chunker:
+    return Chunker(model, seq_len, min_tokens, pack, quality)
 
 
-def chunk_batch(batch: pa.Table, model: str, seq_len: int, min_tokens: int) -> pa.Table:
-    return _chunker(model, seq_len, min_tokens)(batch)
+def chunk_batch(batch: pa.Table, model: str, seq_len: int, min_tokens: int, pack: bool = False,
+                quality: FilterConfig | None = None, near_dups: Mapping[str, str] | None = None) -> pa.Table:
+    return _chunker(model, seq_len, min_tokens, pack, quality)(batch, near_dups)
+
+
+def surviving_documents(batch: pa.Table, quality: FilterConfig | None) -> pa.Table:
+    """The documents that pass the quality filters, with the exact-duplicate key of their whole
+    text (`doc_id`, `text`, `key`): the input of the corpus-wide near-duplicate pass, which must
+    see exactly the documents that chunking will keep."""
+    check = QualityFilter(quality) if quality is not None else None
+    keep, keys = [], []
+    for text in batch.column("text").to_pylist():
+        ok = bool(text.strip()) and (check is None or check.reason(text) is None)
+        keep.append(ok)
+        keys.append(dedup_key(text) if ok else "")
+    mask = pa.array(keep)
+    return pa.table({"doc_id": batch.column("doc_id").filter(mask), "text": batch.column("text").filter(mask),
+                     "key": pa.array(keys, pa.string()).filter(mask)})
 
 
 def mark_duplicates(group: pa.Table) -> pa.Table:

@@ -1,20 +1,27 @@
 """`cola-ray curate`: corpus -> chunks -> activations (Ray actors) -> FAISS k-means -> selection.
 
 Owns the run: validation before anything heavy, the Ray Data pipeline, resume, the outputs and
-the manifest (written last: a manifest means a complete run).
+the manifest (written last: a manifest means a complete run). COLA's stage 2 (filters, near-
+dedup, Q&A format, packing) is wired in processing.py; stage 1 (coverage of --capabilities by
+each source, and per-source quotas) in capabilities.py; stage 3 in clustering.py: with quotas, each
+source on its own with k = its quota; without, one k-means over everything, as always.
 
 Layout under --out:
   calibration.jsonl   the selected chunks (llm-compressor / datasets.load_dataset("json") ready)
   embeddings/         parquet, one row per embedded chunk with its vector, cluster and distance
-  centroids.npy       k x proj_dim float32
-  manifest.json       config, versions, model hash, counts, objective, timings, artifacts
+                      (cluster -1: a source that got no quota)
+  centroids.npy       k x proj_dim float32 (with quotas: each source's centroids in turn)
+  activation_space.png  with --capabilities: candidates, probes and selection in a 2-D PCA
+  manifest.json       config, versions, model hash, counts, objective, timings, artifacts, and
+                      the processing settings and stage-1 coverage / weights / quotas
   work/activations/   shards (ledger + vectors + text) that a rerun with the same --out reuses
+  work/probes/        the probe sets' shards (reused while settings and probe files are unchanged)
+  work/near_duplicates.json  the near-dedup verdicts, reused by a rerun with the same settings
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -27,13 +34,18 @@ import pyarrow.compute as pc
 from cola_ray import storage
 from cola_ray.config import CurateConfig
 from cola_ray.errors import UserError
-from cola_ray.stages import activations, cluster, ingest, process, select
+from cola_ray.stages import activations, ingest, process, select
+from cola_ray.workflows import capabilities, processing
+from cola_ray.workflows.clustering import cluster_and_select, target_k
 from cola_ray.workflows.common import RunClock, cpu_budget, ensure_ray, log, package_versions, progress
+from cola_ray.workflows.embedding import embed
 
 SHARDS = "work/activations"
 # Settings that change what a shard contains: a rerun may reuse shards only if these match.
 ACTIVATION_KEYS = ("model", "corpus", "seq_len", "min_tokens", "text_field", "layers", "proj_dim",
-                   "seed", "dtype", "max_docs")
+                   "seed", "dtype", "max_docs", "filters", "near_dup_threshold", "pack", "qa_format",
+                   "qa_template", "qa_fields")
+PACK_BATCH = 512  # documents per packing task: each task leaves at most one short sequence per source
 
 
 def resolve_defaults(cfg: CurateConfig) -> CurateConfig:
@@ -84,43 +96,19 @@ def _done_ids(shard_uris: list[str]) -> set[str]:
     return set(storage.read_parquet(shard_uris, ["id"]).column("id").to_pylist())
 
 
-def _actor_resources(cfg: CurateConfig, device: str) -> dict:
-    """One GPU per actor on CUDA. On CPU, Ray's accounting must leave a core to the read,
-    tokenize and shuffle tasks (actors hold their CPUs for life, and Ray Data starts them
-    eagerly), so on a small node actors get a fractional share of the CPUs."""
-    if device == "cuda":
-        return {"num_gpus": 1, "num_cpus": 1}
-    total = cpu_budget()
-    return {"num_cpus": 1.0 if total >= cfg.workers + 1 else max(0.1, (total - 1) / cfg.workers)}
-
-
-def build_pipeline(cfg: CurateConfig, files, done: set[str], device: str):
-    """The streaming Ray Data plan up to the activation ledger (nothing runs until consumed)."""
-    import ray
-
-    docs = ingest.read_documents(files, cfg.text_field, cfg.max_docs)
+def build_pipeline(cfg: CurateConfig, docs, done: set[str], device: str, proc: processing.Processing,
+                   near_dups: dict[str, str]):
+    """The streaming Ray Data plan from documents to the activation ledger (nothing runs until
+    consumed)."""
     chunks = docs.map_batches(process.chunk_batch, fn_args=(cfg.model, cfg.seq_len, cfg.min_tokens),
-                              batch_format="pyarrow", batch_size=64)
+                              fn_kwargs=dict(pack=proc.pack, quality=proc.quality, near_dups=near_dups),
+                              batch_format="pyarrow", batch_size=PACK_BATCH if proc.pack else 64)
     # Exact dedup needs every copy of a key in one place: a hash shuffle by key (Ray Data groupby).
     deduped = chunks.groupby("dedup_key", num_partitions=min(200, 2 * cpu_budget())).map_groups(
         process.mark_duplicates, batch_format="pyarrow")
     if done:
         deduped = deduped.map_batches(_skip_done, fn_args=(frozenset(done),), batch_format="pyarrow")
-    shard_dir = storage.join(cfg.out, SHARDS)
-    return deduped.map_batches(
-        activations.ActivationExtractor,
-        fn_constructor_kwargs=dict(model=cfg.model, layers=cfg.layers, proj_dim=cfg.proj_dim, seed=cfg.seed,
-                                   device=device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                                   shard_dir=shard_dir, threads=_threads(cfg, device)),
-        compute=ray.data.ActorPoolStrategy(size=cfg.workers), batch_size=cfg.shard_size,
-        # Ray Data restarts a dead actor and retries its batch (max_restarts=-1 by default);
-        # shard names derive from their rows, so a retried batch rewrites the same file.
-        batch_format="pyarrow", **_actor_resources(cfg, device),
-    )
-
-
-def _threads(cfg: CurateConfig, device: str) -> int:
-    return 1 if device == "cuda" else max(1, (os.cpu_count() or 1) // cfg.workers)
+    return embed(deduped, cfg, device, storage.join(cfg.out, SHARDS))
 
 
 def _skip_done(batch: pa.Table, done: set[str]) -> pa.Table:
@@ -135,8 +123,9 @@ def _counts(ledger: pa.Table, selected: pa.Table | None) -> dict:
         rows = ledger.filter(pc.equal(ledger.column("source"), src))
         kept = rows.filter(pc.equal(rows.column("drop"), ""))
         per_source[src] = {
-            "documents": len(set(rows.column("doc_id").to_pylist())),
-            "chunks": int(pc.sum(pc.not_equal(rows.column("drop"), "empty")).as_py() or 0),
+            # a packed sequence names all its documents; a document dropped whole has no tokens
+            "documents": len({d for ids in rows.column("doc_id").to_pylist() for d in ids.split(" ")}),
+            "chunks": int(pc.sum(pc.greater(rows.column("num_tokens"), 0)).as_py() or 0),
             "embedded": kept.num_rows,
             "tokens_embedded": int(pc.sum(kept.column("num_tokens")).as_py() or 0),
             "selected": 0 if selected is None else int(pc.sum(pc.equal(selected.column("source"), src)).as_py() or 0),
@@ -156,64 +145,6 @@ def _counts(ledger: pa.Table, selected: pa.Table | None) -> dict:
     }
 
 
-def _train_local(cfg: CurateConfig, shard_uris: list[str], k: int) -> cluster.KMeansResult:
-    """FAISS on the driver, trained on a seeded id-hash sample of at most k * points_per_centroid."""
-    vectors = storage.read_parquet(shard_uris, ["id", "vector"], filter=pc.field("drop") == "").sort_by("id")
-    frac = cluster.sample_fraction(vectors.num_rows, k, cfg.kmeans_points_per_centroid)
-    train = vectors.filter(pa.array(cluster.in_sample(vectors.column("id").to_pylist(), frac, cfg.seed)))
-    if train.num_rows < k:  # the hashed sample came out a little small: use everything
-        train = vectors
-    return cluster.train_kmeans(cluster.vectors_of(train), k, cfg.seed, cfg.kmeans_iters, cfg.kmeans_restarts)
-
-
-def _train_distributed(cfg: CurateConfig, embedded, k: int) -> cluster.KMeansResult:
-    """--kmeans-mode distributed: Lloyd iterations over Ray actors that each hold a shard of the
-    vectors; the driver only ever holds k centroids (stages/kmeans_distributed.py)."""
-    from cola_ray.stages.kmeans_distributed import distributed_kmeans
-
-    res = distributed_kmeans(embedded.select_columns(["id", "vector"]), k, seed=cfg.seed,
-                             num_workers=max(1, cfg.workers), max_iter=cfg.kmeans_iters, cpus_per_worker=0.5)
-    return cluster.KMeansResult(res.centroids, float(res.objective), -1, 1)
-
-
-def cluster_and_select(cfg: CurateConfig, shard_uris: list[str], n_embedded: int, clock: RunClock):
-    import ray
-
-    fs, _ = storage.filesystem(cfg.out)
-    k = cfg.num_samples
-    if n_embedded < k:
-        if not cfg.allow_fewer:
-            raise UserError(f"--num-samples {k}: only {n_embedded} candidate chunks survived processing "
-                            f"(pass --allow-fewer to select them all)")
-        k = n_embedded
-    if n_embedded == 0:
-        raise UserError("--corpus: no chunk survived processing; nothing to select")
-    paths = [storage.filesystem(u)[1] for u in shard_uris]
-    embedded = (ray.data.read_parquet(paths, filesystem=fs, columns=["id", "source", "num_tokens", "vector", "drop"])
-                .filter(expr="drop == ''").drop_columns(["drop"]))
-    with clock("cluster"):
-        km = _train_distributed(cfg, embedded, k) if cfg.kmeans_mode == "distributed" else _train_local(cfg, shard_uris, k)
-    with clock("assign+select"):
-        emb_dir = storage.join(cfg.out, "embeddings")
-        storage.delete(emb_dir)
-        summaries = embedded.map_batches(_assign_write_summarize, fn_args=(km.centroids, emb_dir),
-                                         batch_format="pyarrow")
-        summary = select.summarize_clusters(pa.concat_tables(ray.get(summaries.to_arrow_refs())))
-        objective = float(pc.sum(summary.column("sq_sum")).as_py())
-        texts = storage.read_parquet(shard_uris, ["id", "text"], filter=pc.field("id").isin(summary.column("id")))
-        selected = summary.join(texts, "id").sort_by([("cluster", "ascending")])
-    return km, k, objective, selected
-
-
-def _assign_write_summarize(batch: pa.Table, centroids: np.ndarray, emb_dir: str) -> pa.Table:
-    """One Ray task per block: assign to centroids, write the block's embeddings file, and return
-    only its per-cluster summary (k rows at most) to the driver."""
-    assigned = cluster.assign(batch, centroids)
-    name = hashlib.sha1("\n".join(assigned.column("id").to_pylist()).encode()).hexdigest()[:20]
-    storage.write_parquet(storage.join(emb_dir, f"part-{name}.parquet"), assigned)
-    return select.summarize_clusters(assigned.drop_columns(["vector"]))
-
-
 def write_outputs(cfg: CurateConfig, km, selected: pa.Table) -> list[str]:
     """calibration.jsonl rounds `distance` to 1e-4: the forward pass differs by ~1e-7 between batch
     shapes (BLAS blocking), which must not make two runs' files differ (embeddings/ keeps float32)."""
@@ -228,6 +159,22 @@ def write_outputs(cfg: CurateConfig, km, selected: pa.Table) -> list[str]:
     return ["calibration.jsonl", "embeddings/", "centroids.npy", f"{SHARDS}/"]
 
 
+def _inputs(cfg: CurateConfig):
+    """Corpus files, stage-1 options and probe files, stage-2 settings: all checked (first
+    records included) before anything heavy starts."""
+    files = ingest.discover(cfg.corpus)
+    caps = capabilities.parse_options(cfg)
+    if caps and cfg.selector != "cola":
+        raise UserError(f"--capabilities: source quotas are honoured by --selector cola only, not {cfg.selector}")
+    probe_files = caps.probe_files() if caps else []
+    proc = processing.processing_options(cfg, [f.source for f in files + probe_files])
+    ingest.validate(files, cfg.text_field, proc.formatters, proc.qa_first)
+    for cap in caps.capabilities if caps else []:
+        ingest.validate([f for f in probe_files if f.source == cap], cfg.text_field, proc.formatters,
+                        proc.qa_first, flag=f"--probes {cap}=")
+    return files, caps, probe_files, proc
+
+
 def run_curate(cfg: CurateConfig) -> dict:
     """Run the whole curate workflow; returns the manifest (also written to --out)."""
     from cola_ray import models
@@ -237,8 +184,7 @@ def run_curate(cfg: CurateConfig) -> dict:
     with clock("validate"):
         models.load_tokenizer(cfg.model)  # a bad --model fails here, in one line
         _check_model(cfg.model)
-        files = ingest.discover(cfg.corpus)
-        ingest.validate(files, cfg.text_field)
+        files, caps, probe_files, proc = _inputs(cfg)
         fingerprint = _fingerprint(cfg, files)
         ensure_ray()
         previous = _prepare_out(cfg, fingerprint)
@@ -249,18 +195,36 @@ def run_curate(cfg: CurateConfig) -> dict:
         log(f"resuming: {previous} activation shards already written ({len(done)} chunks), skipping them")
     log(f"reading {len(files)} file(s) from {len(set(f.source for f in files))} source(s); "
         f"{cfg.workers} activation worker(s) on {device}")
+    docs = ingest.read_documents(files, cfg.text_field, cfg.max_docs, proc.formatters, proc.qa_first)
+    with clock("near-dedup"):
+        near_dups = processing.near_duplicates(cfg, docs, proc, fingerprint)
     with clock("ingest+process+activations"), progress("chunks embedded") as bar:
         new_rows = 0
-        for batch in build_pipeline(cfg, files, done, device).iter_batches(batch_format="pyarrow", batch_size=None):
+        pipeline = build_pipeline(cfg, docs, done, device, proc, near_dups)
+        for batch in pipeline.iter_batches(batch_format="pyarrow", batch_size=None):
             new_rows += batch.num_rows
             bar.update(int(pc.sum(pc.equal(batch.column("drop"), "")).as_py() or 0))
     shard_uris = storage.list_files(shard_dir, ".parquet")
     ledger = storage.read_parquet(shard_uris, list(activations.LEDGER_COLUMNS))
     n_embedded = int(pc.sum(pc.equal(ledger.column("drop"), "")).as_py() or 0)
     log(f"embedded {n_embedded} chunks ({new_rows} rows new this run, {len(shard_uris)} shards)")
-    km, k, objective, selected = cluster_and_select(cfg, shard_uris, n_embedded, clock)
+    if cfg.selector != "cola":  # another registry selector: same pool, same calibration.jsonl layout
+        from cola_ray.workflows.selection import select_and_write
+
+        return select_and_write(cfg, cfg.selector, shard_uris, cfg.out, storage.join(cfg.out, "work", "selectors"),
+                                clock, {"device": device, "resume": {"shards_reused": previous, "rows_new": new_rows}})
+    quota = None
+    if caps:
+        with clock("probes"):
+            probe_table = capabilities.embed_probes(cfg, probe_files, proc, device, fingerprint)
+        with clock("coverage"):
+            quota = capabilities.allocate(cfg, caps, probe_table, shard_uris, ledger, target_k(cfg, n_embedded))
+    km, k, objective, selected, groups = cluster_and_select(cfg, shard_uris, n_embedded, clock,
+                                                            quota.plan.quotas if quota else None)
     with clock("write"):
         artifacts = write_outputs(cfg, km, selected)
+        if quota:
+            artifacts.insert(-1, capabilities.plot(cfg, quota, shard_uris, selected))
     manifest = {
         "kind": "curate",
         "config": dataclasses.asdict(cfg),
@@ -272,7 +236,9 @@ def run_curate(cfg: CurateConfig) -> dict:
         "resume": {"shards_reused": previous, "rows_new": new_rows},
         "kmeans": {"k": k, "objective": objective, "train_objective": km.train_objective,
                    "n_train": km.n_train, "restarts": km.restarts,
-                   "empty_clusters": select.empty_clusters(selected, k)},
+                   "empty_clusters": select.empty_clusters(selected, k), **({"groups": groups} if groups else {})},
+        "processing": processing.manifest_section(proc, near_dups),
+        **({"capabilities": capabilities.manifest_section(cfg, caps, quota)} if quota else {}),
         "timings_s": clock.timings,
         "artifacts": artifacts,
         "out": cfg.out,

@@ -101,3 +101,23 @@ def test_format_batch_on_numpy_columns_with_missing_values():
     assert QAFormatter().format_batch(batch) == [
         "Question: q1\nReasoning: r1\nAnswer: 1", "Question: q2\nAnswer: 2", "plain"]
     assert QAFormatter().format_batch({}) == []
+
+
+def test_mixed_field_names_in_one_columnar_batch():
+    """A batch holds every column; a record's own Q&A fields are the non-empty ones."""
+    batch = {"question": ["q1", None], "answer": ["a1", None],
+             "problem": [None, "solve 3x = 6"], "solution": [None, "x = \\boxed{2}"]}
+    assert QAFormatter().format_batch(batch) == [
+        "Question: q1\nAnswer: a1", "Question: solve 3x = 6\nReasoning: x = \\boxed{2}\nAnswer: 2"]
+
+
+def test_check_columns_fails_before_reading_data():
+    assert QAFormatter().check_columns(["question", "answer", "id"]) is True
+    assert QAFormatter().check_columns(["text", "id"]) is False  # plain text passes through
+    with pytest.raises(UserError, match="no answer field"):
+        QAFormatter().check_columns(["question"])
+    with pytest.raises(UserError, match=r"source 'gsm8k'.*template field 'hint'"):
+        QAFormatter(template="Q: {question}\nHint: {hint}\nA: {answer}", source="gsm8k").check_columns(
+            ["question", "answer"])
+    with pytest.raises(UserError, match=r"'why' \(mapped to reasoning\)"):
+        QAFormatter(fields={"reasoning": "why"}).check_columns(["question", "answer"])

@@ -38,3 +38,43 @@ def test_short_empty_and_duplicate_chunks_are_counted(tiny_llama):
         marked = process.mark_duplicates(order).sort_by("id").to_pylist()
         assert [m["drop"] for m in marked] == ["", "duplicate"]  # the smallest id survives
         assert marked[1]["input_ids"] == []
+
+
+def test_packing_fills_sequences_with_eos_between_documents(tiny_llama):
+    chunker = process.Chunker(str(tiny_llama), seq_len=64, min_tokens=8, pack=True)
+    eos = chunker.tokenizer.eos_token_id
+    texts = [f"Note {i}: the tide came in early." for i in range(9)]
+    batch = pa.table({"doc_id": [f"d{i}" for i in range(9)] + ["x0"], "source": ["s"] * 9 + ["other"],
+                      "text": texts + [texts[0]]})
+    rows = chunker(batch).to_pylist()
+    packed = [r for r in rows if r["source"] == "s"]
+    lengths = [len(chunker.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert len(packed) < 9 and all(r["num_tokens"] <= 64 for r in packed)
+    assert sum(r["num_tokens"] for r in packed) == sum(lengths) + 9 - len(packed)  # one EOS per join
+    first = packed[0]
+    members = first["doc_id"].split(" ")
+    assert len(members) > 1 and first["id"] == "d0#0"
+    assert first["input_ids"].count(eos) == len(members) - 1
+    assert first["text"].split(chunker.tokenizer.eos_token) == texts[:len(members)]
+    # every document appears in exactly one sequence, in order; sources are never mixed
+    assert [d for r in packed for d in r["doc_id"].split(" ")] == [f"d{i}" for i in range(9)]
+    assert [r["doc_id"] for r in rows if r["source"] == "other"] == ["x0"]
+    assert chunker(batch).equals(chunker(batch))  # deterministic
+
+
+def test_quality_filters_and_near_duplicate_verdicts_drop_whole_documents(tiny_llama):
+    from cola_ray.stages.filters import FilterConfig
+
+    chunker = process.Chunker(str(tiny_llama), seq_len=64, min_tokens=4, quality=FilterConfig(min_chars=20))
+    good = "A long enough sentence about the weather in the valley this morning."
+    table = pa.table({"doc_id": ["a", "b", "c", "d"], "source": ["s"] * 4,
+                      "text": [good, "spam spam spam spam " * 20, "tiny", good + " Again."]})
+    rows = chunker(table, near_dups={"d": "near_duplicate"}).to_pylist()
+    assert [(r["doc_id"], r["drop"]) for r in rows] == [
+        ("a", ""), ("b", "repetitive"), ("c", "too_short"), ("d", "near_duplicate")]
+    assert all(r["num_tokens"] == 0 and r["input_ids"] == [] for r in rows[1:])
+    unfiltered = process.Chunker(str(tiny_llama), 64, 4)(table)
+    assert set(unfiltered.column("drop").to_pylist()) <= {"", "too_short"}  # no filters, no verdicts
+    survivors = process.surviving_documents(table, FilterConfig(min_chars=20))
+    assert survivors.column("doc_id").to_pylist() == ["a", "d"]
+    assert survivors.column("key").to_pylist()[0] == process.dedup_key(good)

@@ -18,7 +18,8 @@ from tests.conftest import _write_jsonl, code_texts, news_texts
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("curate-corpus")
     news = news_texts()[:30]
-    line = "The river rose two metres overnight and the town council closed the old bridge to traffic."
+    line = ("The river rose two metres overnight and the town council closed the old bridge to traffic. "
+            "Engineers will inspect its pillars on Monday.")  # long enough for the quality filter
     _write_jsonl(root / "news.jsonl", news + [line, "  " + line.replace(" the ", "  The ")])  # same up to case/spaces
     _write_jsonl(root / "code.jsonl", [t[:1500] for t in code_texts(12)])
     return root

@@ -1,0 +1,126 @@
+"""Stage 2 wiring (COLA dataset processing): the processing options of a curate run, the Q&A
+renderers handed to ingest, and the corpus-wide near-duplicate pass.
+
+Near-dedup is on by default (threshold 0.8): a calibration set has one sample per activation
+cluster, so a mirrored or lightly edited copy wastes a cluster and pulls the centroids toward
+whatever is copied most, and real corpora (web, forums, Q&A dumps) are full of such copies. It
+costs one extra streaming read of the text and a shuffle of small signatures, little next to
+the forward passes. `--near-dup-threshold 0` turns it off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cola_ray import storage
+from cola_ray.config import CurateConfig, _split
+from cola_ray.errors import UserError
+from cola_ray.stages import neardup, process
+from cola_ray.stages.filters import FilterConfig
+from cola_ray.stages.formatting import DEFAULT_TEMPLATE, QAFormatter
+from cola_ray.workflows.common import cpu_budget, log
+
+NEAR_DUPS = "work/near_duplicates.json"
+_OFF = ("off", "false", "no", "none")  # YAML reads a bare `off` as false
+
+
+@dataclass(frozen=True)
+class Processing:
+    quality: FilterConfig | None
+    near_dup_threshold: float
+    pack: bool
+    template: str = DEFAULT_TEMPLATE
+    formatters: dict[str, QAFormatter] = field(default_factory=dict)
+    qa_first: frozenset[str] = frozenset()
+
+
+def parse_filters(values: list[str]) -> FilterConfig | None:
+    """['min_chars=50,max_digit_ratio=0.5'] -> FilterConfig; ['off'] -> None."""
+    items = _split(values)
+    if any(v.lower() in _OFF for v in items):
+        if len(items) > 1:
+            raise UserError(f"--filters {','.join(items)}: 'off' cannot be combined with thresholds")
+        return None
+    known = {f.name: f.type for f in dataclasses.fields(FilterConfig)}
+    settings = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in known or not value:
+            raise UserError(f"--filters {item}: expected NAME=VALUE with NAME one of {', '.join(known)}")
+        try:
+            settings[name] = int(value) if known[name] in (int, "int") else float(value)
+        except ValueError:
+            raise UserError(f"--filters {item}: {value!r} is not a number") from None
+    return FilterConfig(**settings)
+
+
+def parse_qa_fields(values: list[str]) -> dict[str, dict[str, str]]:
+    """['mathqa=question:Problem,answer:correct'] -> {'mathqa': {'question': 'Problem', ...}}."""
+    out: dict[str, dict[str, str]] = {}
+    for entry in values:
+        source, _, mapping = str(entry).partition("=")
+        pairs = [p.partition(":") for p in mapping.split(",") if p.strip()]
+        if not source.strip() or not pairs or any(not role.strip() or not name.strip() for role, _, name in pairs):
+            raise UserError(f"--qa-fields {entry}: expected SOURCE=ROLE:FIELD[,ROLE:FIELD...]")
+        out.setdefault(source.strip(), {}).update({role.strip(): name.strip() for role, _, name in pairs})
+    return out
+
+
+def processing_options(cfg: CurateConfig, labels: Iterable[str]) -> Processing:
+    """The stage-2 settings of a run; `labels`: every source label that will be read (corpus
+    sources and probe sets), each getting its own Q&A renderer."""
+    labels = sorted(set(labels))
+    mapping = parse_qa_fields(cfg.qa_fields)
+    unknown = sorted(set(mapping) - set(labels))
+    if unknown:
+        raise UserError(f"--qa-fields {unknown[0]}=...: no source or probe set {unknown[0]!r} "
+                        f"(sources: {', '.join(labels)})")
+    # a template from the command line writes line breaks as \n
+    template = (cfg.qa_template or DEFAULT_TEMPLATE).replace("\\n", "\n")
+    formatters = {s: QAFormatter(template, mapping.get(s), source=s, text_field=cfg.text_field) for s in labels}
+    qa_first = frozenset(labels if cfg.qa_format else mapping)
+    return Processing(parse_filters(cfg.filters), cfg.near_dup_threshold, cfg.pack, template, formatters, qa_first)
+
+
+def find_near_duplicates(docs, proc: Processing) -> dict[str, str]:
+    """doc_id -> 'near_duplicate' | 'duplicate' over the whole corpus (neardup.py's steps on Ray
+    Data: signatures per batch, one row per LSH band, grouped by bucket, pairs to the driver)."""
+    threshold = proc.near_dup_threshold
+    buckets = (docs.map_batches(process.surviving_documents, fn_args=(proc.quality,), batch_format="pyarrow",
+                                batch_size=64)
+               .map_batches(neardup.bucket_rows, fn_args=(threshold,), batch_format="pyarrow"))
+    pairs = buckets.groupby("bucket", num_partitions=min(200, 2 * cpu_budget())).map_groups(
+        neardup.bucket_pairs, fn_args=(threshold,), batch_format="pyarrow")
+    found = []
+    for batch in pairs.iter_batches(batch_format="pyarrow", batch_size=None):
+        found += zip(batch.column("a").to_pylist(), batch.column("b").to_pylist(), batch.column("exact").to_pylist())
+    return neardup.drop_reasons(found)
+
+
+def near_duplicates(cfg: CurateConfig, docs, proc: Processing, fingerprint: dict) -> dict[str, str]:
+    """find_near_duplicates, remembered under --out: a resumed run must not pay for it twice."""
+    if proc.near_dup_threshold <= 0:
+        return {}
+    uri = storage.join(cfg.out, NEAR_DUPS)
+    if storage.exists(uri):
+        cached = storage.read_json(uri)
+        if cached.get("fingerprint") == fingerprint:
+            return cached["drops"]
+    drops = find_near_duplicates(docs, proc)
+    storage.write_json(uri, {"fingerprint": fingerprint, "drops": drops})
+    log(f"near-dedup: {len(drops)} document(s) to drop (threshold {proc.near_dup_threshold})")
+    return drops
+
+
+def manifest_section(proc: Processing, drops: dict[str, str]) -> dict:
+    return {
+        "filters": dataclasses.asdict(proc.quality) if proc.quality is not None else "off",
+        "near_dup": ({"threshold": proc.near_dup_threshold, "documents": len(drops)}
+                     if proc.near_dup_threshold > 0 else "off"),
+        "pack": proc.pack,
+        "qa": {"template": proc.template, "fields": {s: f.fields for s, f in proc.formatters.items() if f.fields},
+               "qa_first": sorted(proc.qa_first)},
+    }

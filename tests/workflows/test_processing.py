@@ -1,0 +1,59 @@
+"""Stage-2 options parse into what the stages need; the near-dup pass on Ray Data finds the same
+copies as the in-memory reference, and says which are exact."""
+
+import pyarrow as pa
+import pytest
+
+from cola_ray.config import CurateConfig
+from cola_ray.errors import UserError
+from cola_ray.stages.filters import FilterConfig
+from cola_ray.stages.neardup import NearDedup
+from cola_ray.workflows import processing
+from tests.conftest import news_texts
+
+
+def test_filter_options():
+    assert processing.parse_filters([]) == FilterConfig()
+    assert processing.parse_filters(["min_chars=50,max_digit_ratio=0.5", "top-ngram-size=4"]) == FilterConfig(
+        min_chars=50, max_digit_ratio=0.5, top_ngram_size=4)
+    assert processing.parse_filters(["off"]) is None
+    assert processing.parse_filters(["False"]) is None  # YAML's reading of a bare `off`
+    with pytest.raises(UserError, match="NAME one of min_chars"):
+        processing.parse_filters(["min_words=3"])
+    with pytest.raises(UserError, match="not a number"):
+        processing.parse_filters(["min_chars=many"])
+    with pytest.raises(UserError, match=r"must be in \[0, 1\]"):
+        processing.parse_filters(["max_symbol_ratio=2"])
+
+
+def test_qa_options():
+    cfg = CurateConfig(qa_fields=["mathqa=question:Problem,reasoning:Rationale", "mathqa=answer:correct"],
+                       qa_template="Q: {question}\\nA: {answer}")
+    proc = processing.processing_options(cfg, ["mathqa", "news"])
+    assert proc.formatters["mathqa"].fields == {"question": "Problem", "reasoning": "Rationale", "answer": "correct"}
+    assert proc.formatters["news"].template == "Q: {question}\nA: {answer}"
+    assert proc.qa_first == {"mathqa"}  # a mapped source renders as Q&A even with a text field
+    assert processing.processing_options(CurateConfig(qa_format=True), ["a", "b"]).qa_first == {"a", "b"}
+    with pytest.raises(UserError, match="no source or probe set 'wiki'"):
+        processing.processing_options(CurateConfig(qa_fields=["wiki=question:q"]), ["news"])
+    with pytest.raises(UserError, match="SOURCE=ROLE:FIELD"):
+        processing.parse_qa_fields(["mathqa=question"])
+
+
+def test_near_duplicate_pass_on_ray_matches_in_memory(ray_session):
+    import ray
+
+    words = " ".join(news_texts()).split()
+    texts = {f"s:{k:02d}": " ".join(words[k * 150:(k + 1) * 150]) for k in range(12)}
+    edited = texts["s:03"].split()
+    edited[70] = "zebra"
+    texts["s:50"] = " ".join(edited)  # near copy of s:03
+    texts["s:60"] = "  " + texts["s:05"].upper()  # exact copy up to case and spaces
+    texts["s:70"] = "tiny"  # fails the quality filter, so it takes no part
+    ids = sorted(texts)
+    docs = ray.data.from_arrow(pa.table({"doc_id": ids, "source": ["s"] * len(ids), "text": [texts[i] for i in ids]}))
+    proc = processing.Processing(FilterConfig(), 0.8, False)
+    found = processing.find_near_duplicates(docs.repartition(3), proc)
+    assert found == {"s:50": "near_duplicate", "s:60": "duplicate"}
+    in_memory = NearDedup(0.8).duplicates([(i, texts[i]) for i in ids if i != "s:70"])
+    assert set(found) == in_memory
