@@ -25,10 +25,14 @@ def _add_flags(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
         elif get_origin(kind) is list:
             parser.add_argument(flag, action="append", default=None, help=help_text,
-                                metavar="URI" if f.name in ("corpus", "calibration_sets") else f.name.upper().rstrip("S"))
+                                metavar="URI" if f.name in ("corpus", "calibration_sets") else _singular(f.name.upper()))
         else:
             parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"),
                                 help=help_text, metavar=None if f.metadata.get("choices") else f.name.upper())
+
+
+def _singular(name: str) -> str:
+    return name[:-3] + "Y" if name.endswith("IES") else name.rstrip("S")
 
 
 def _parser() -> argparse.ArgumentParser:

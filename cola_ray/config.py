@@ -107,6 +107,8 @@ class CurateConfig:
             if not ok:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: out of range")
         check_choices(self)
+        # comma-separated or repeated: the manifest records them one per item
+        self.capabilities, self.weights, self.filters = _split(self.capabilities), _split(self.weights), _split(self.filters)
         return self
 
 

@@ -246,6 +246,7 @@ def write_report(out: str, records: list[dict], settings: dict) -> list[str]:
     metrics = headline_metrics(records, settings.get("suites") or [])
     storage.write_text(storage.join(out, "report.md"), markdown(df, metrics, settings, calibration_costs(out, records)))
     plots = []
+    storage.delete(storage.join(out, "plots"))  # a plot of a recipe no longer in the sweep would mislead
     for recipe in [r for r in df["recipe"].unique() if r != "none"]:
         if metrics and ((df["recipe"] == recipe) & (df["status"] == "ok")).any():
             name = f"plots/degradation-{recipe}.png"
