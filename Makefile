@@ -14,7 +14,7 @@ demo: venv
 
 # GPU tests are marked `gpu` and skipped without CUDA; exit code 5 (no tests) fails the target.
 test: venv
-	$(PY) -m pytest -q -m "not gpu" --timeout=900
+	$(PY) -m pytest -q -m "not gpu" --timeout=900 --durations=10
 
 clean:
 	rm -rf runs .pytest_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -31,6 +32,10 @@ def ensure_ray() -> None:
     # A CPU actor can legitimately spend many minutes on one shard; Ray's default 30-minute
     # no-progress guard would abort a slow but healthy run.
     ctx.execution_no_progress_timeout_s = -1
+    # Ray Data logs every dataset's execution plan at INFO on the terminal; cola-ray prints its
+    # own stage lines, progress and summary (the full Ray Data logs stay in the session folder).
+    if not os.environ.get("COLA_RAY_VERBOSE"):
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def cpu_budget() -> int:
