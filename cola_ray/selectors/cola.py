@@ -22,11 +22,8 @@ from cola_ray.stages import cluster, select
                    score="distance to the cluster centroid (the cluster's nearest member)")
 def cola_select(pool: Pool, k: int, ctx: SelectorContext) -> pa.Table:
     table = pool.read(["source", "num_tokens", "vector"])
-    frac = cluster.sample_fraction(table.num_rows, k, ctx.kmeans_points_per_centroid)
-    train = table.filter(pa.array(cluster.in_sample(table.column("id").to_pylist(), frac, ctx.seed)))
-    if train.num_rows < k:
-        train = table
-    km = cluster.train_kmeans(cluster.vectors_of(train), k, ctx.seed, ctx.kmeans_iters, ctx.kmeans_restarts)
+    km = cluster.train_on_sample(table, k, ctx.seed, ctx.kmeans_points_per_centroid, ctx.kmeans_iters,
+                                 ctx.kmeans_restarts)
     summary = select.summarize_clusters(cluster.assign(table, km.centroids).drop_columns(["vector"]))
     return pa.table({"id": summary.column("id"), "cluster": summary.column("cluster").cast(pa.int64()),
                      "distance": summary.column("distance").cast(pa.float64()),

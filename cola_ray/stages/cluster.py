@@ -68,6 +68,17 @@ def train_kmeans(vectors: np.ndarray, k: int, seed: int, iters: int = 25, restar
     return KMeansResult(best[0], best[1], n, restarts)
 
 
+def train_on_sample(table: pa.Table, k: int, seed: int, points_per_centroid: int, iters: int,
+                    restarts: int) -> KMeansResult:
+    """train_kmeans on the seeded id-hash sample of `table` (id, vector; sorted by id) of at most
+    k * points_per_centroid rows, or on every row when the sample came out smaller than k."""
+    frac = sample_fraction(table.num_rows, k, points_per_centroid)
+    train = table.filter(pa.array(in_sample(table.column("id").to_pylist(), frac, seed)))
+    if train.num_rows < k:
+        train = table
+    return train_kmeans(vectors_of(train), k, seed, iters, restarts)
+
+
 def assign(batch: pa.Table, centroids: np.ndarray) -> pa.Table:
     """Add `cluster` (nearest centroid) and `distance` (Euclidean) to each row's vector. Building
     a flat index over k centroids is a copy, so a plain Ray task per block is cheapest."""

@@ -33,11 +33,8 @@ def target_k(cfg: CurateConfig, n_embedded: int) -> int:
 
 
 def _train(cfg: CurateConfig, vectors: pa.Table, k: int) -> cluster.KMeansResult:
-    frac = cluster.sample_fraction(vectors.num_rows, k, cfg.kmeans_points_per_centroid)
-    train = vectors.filter(pa.array(cluster.in_sample(vectors.column("id").to_pylist(), frac, cfg.seed)))
-    if train.num_rows < k:  # the hashed sample came out a little small: use everything
-        train = vectors
-    return cluster.train_kmeans(cluster.vectors_of(train), k, cfg.seed, cfg.kmeans_iters, cfg.kmeans_restarts)
+    return cluster.train_on_sample(vectors, k, cfg.seed, cfg.kmeans_points_per_centroid, cfg.kmeans_iters,
+                                   cfg.kmeans_restarts)
 
 
 def _train_distributed(cfg: CurateConfig, embedded, k: int) -> cluster.KMeansResult:

@@ -17,10 +17,12 @@ import socket
 import tempfile
 import time
 import traceback
+from collections import Counter
 
 from cola_ray import storage
 from cola_ray.errors import UserError
 from cola_ray.selectors import calibration_token_ids, read_calibration
+from cola_ray.workflows.common import RunClock
 
 
 def token_digest(token_lists: list[list[int]]) -> str:
@@ -49,14 +51,11 @@ def _upload_folder(local: str, uri: str) -> None:
                 storage.write_bytes(storage.join(uri, rel.replace(os.sep, "/")), f.read())
 
 
-def _body(spec: dict, timings: dict, record: dict) -> None:
+def _body(spec: dict, timed: RunClock, record: dict) -> None:
     import torch
 
     from cola_ray import models
     from cola_ray.evaluate import evaluate
-
-    def timed(name: str):
-        return _Timer(timings, name)
 
     threads = int(spec.get("threads") or 0)
     if threads:  # Ray sets OMP threads from the trial's CPUs; torch must match, never oversubscribe
@@ -73,7 +72,7 @@ def _body(spec: dict, timings: dict, record: dict) -> None:
             rows, tokens = load_calibration(spec["calibration"], tokenizer, spec["seq_len"])
         record["calibration_set"] = {"samples": len(tokens), "tokens": sum(map(len, tokens)),
                                      "token_ids_sha256": token_digest(tokens),
-                                     "sources": _count(r.get("source", "?") for r in rows)}
+                                     "sources": dict(sorted(Counter(r.get("source", "?") for r in rows).items()))}
         with timed("compress"), tempfile.TemporaryDirectory(prefix="cola-model-") as tmp:
             save_dir = os.path.join(tmp, "model") if spec.get("save_model") else None
             model = compress(model, tokenizer, tokens, spec["recipe"], spec.get("params") or None,
@@ -90,39 +89,20 @@ def _body(spec: dict, timings: dict, record: dict) -> None:
     record["higher_is_better"] = dict(scores.higher_is_better)
 
 
-class _Timer:
-    def __init__(self, timings: dict, name: str):
-        self.timings, self.name = timings, name
-
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.timings[self.name] = round(time.perf_counter() - self.t0, 2)
-
-
-def _count(items) -> dict:
-    out: dict = {}
-    for i in items:
-        out[i] = out.get(i, 0) + 1
-    return dict(sorted(out.items()))
-
-
 def run_trial(spec: dict) -> dict:
     """Run one trial and write its result JSON (status ok or failed); return the record."""
-    timings: dict = {}
+    clock = RunClock()
     record: dict = {"key": spec["key"], "spec": {k: v for k, v in spec.items() if k != "result_uri"},
                     "host": socket.gethostname(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     t0 = time.perf_counter()
     try:
-        _body(spec, timings, record)
+        _body(spec, clock, record)
         record["status"] = "ok"
     except Exception as e:  # noqa: BLE001 - a failed trial is a result, recorded for the table
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         record.update(status="failed", error=f"{type(e).__name__}: {first}"[:500],
                       traceback=traceback.format_exc()[-4000:])
-    timings["total"] = round(time.perf_counter() - t0, 2)
-    record["timings_s"] = timings
+    record["timings_s"] = {**clock.timings, "total": round(time.perf_counter() - t0, 2)}
     storage.write_json(spec["result_uri"], record)
     return record
 
