@@ -211,7 +211,7 @@ def naive(model_id: str, tokens: list[list[int]], seq_len: int, batch_size: int)
 
 
 def timed_extractor(log_path: str, threads: int | None = None):
-    """ActivationExtractor with timers (constructor, embed_sorted, whole __call__) appended to
+    """ActivationExtractor with timers (setup, embed_sorted, whole process) appended to
     log_path by the actor; the work it does is unchanged. `threads` overrides the torch thread
     count the pipeline would give the actor (None: keep the pipeline's own choice)."""
     from cola_ray.stages.activations import ActivationExtractor
@@ -219,11 +219,14 @@ def timed_extractor(log_path: str, threads: int | None = None):
     class TimedExtractor(ActivationExtractor):
         LOG, THREADS = log_path, threads
 
-        def __init__(self, *a, **kw):
+        def __init__(self, **kw):
             if self.THREADS:
                 kw["threads"] = self.THREADS
+            super().__init__(**kw)
+
+        def setup(self):
             t0 = time.perf_counter()
-            super().__init__(*a, **kw)
+            super().setup()
             import torch
 
             self._write({"init_s": time.perf_counter() - t0, "torch_threads": torch.get_num_threads()})
@@ -239,9 +242,9 @@ def timed_extractor(log_path: str, threads: int | None = None):
                          "chunks": len(token_lists)})
             return out
 
-        def __call__(self, batch):
+        def process(self, batch):
             t0 = time.perf_counter()
-            out = super().__call__(batch)
+            out = super().process(batch)
             self._write({"call_s": time.perf_counter() - t0, "rows": batch.num_rows})
             return out
 

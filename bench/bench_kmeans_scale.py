@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 import psutil
 import ray
 
-from cola_ray.stages.kmeans_distributed import SyntheticBlobs, VectorShards, distributed_kmeans
+from cola_ray.stages.kmeans_distributed import VectorShards, distributed_kmeans
+from synthetic import SyntheticBlobs  # bench/synthetic.py: this script's folder is on sys.path
 
 
 @dataclass

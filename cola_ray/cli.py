@@ -65,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             from cola_ray.report import curate_summary
             from cola_ray.workflows.curate import run_curate
 
-            manifest = run_curate(_config(CurateConfig, args))
-            if "kmeans" not in manifest:  # --selector other than cola
-                from cola_ray.report_sweep import selection_summary as curate_summary
-            print(curate_summary(manifest))
+            print(curate_summary(run_curate(_config(CurateConfig, args))))
         elif args.command == "sweep":
             from cola_ray.report_sweep import sweep_summary
             from cola_ray.workflows.sweep import run_sweep

@@ -30,6 +30,23 @@ def check_choices(config) -> None:
                             f"expected one of {', '.join(choices)}")
 
 
+class YamlDict(dict):
+    """A mapping option: a YAML mapping in the config file, or YAML/JSON text on the command line
+    (`--recipe-params '{gptq-w4a16: {group_size: 64}}'`)."""
+
+    def __init__(self, value=None):
+        if isinstance(value, str):
+            import yaml
+
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise ValueError(f"invalid YAML: {str(e).splitlines()[0]}") from None
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"expected a mapping, got {value!r}")
+        super().__init__(value or {})  # a dict, or (key, value) pairs (dataclasses.asdict)
+
+
 @dataclass
 class CurateConfig:
     model: str | None = opt(None, "local HF model folder or hub id (default: the offline demo model)")
@@ -83,16 +100,24 @@ class CurateConfig:
     kmeans_mode: str = opt("local", "local: FAISS on the driver; distributed: Lloyd over Ray "
                            "actors holding shards of the vectors", ("local", "distributed"))
     selector: str = opt("cola", "how the calibration set is chosen from the embedded chunks: cola (k-means "
-                        "on activations), random, random-stratified, lexical, perplexity[-low|-high]")
+                        "on activations), random, random-stratified, lexical, perplexity[-low|-high]; with "
+                        "--capabilities, every selector draws each source's quota")
+    selector_params: YamlDict = opt({}, "parameters of the selector, {name: value} (cola's are also flags: "
+                                    "--kmeans-iters, --kmeans-restarts, --kmeans-points-per-centroid, --kmeans-mode)")
     config: str | None = opt(None, "YAML file with any of these options (flags override it)")
 
-    def validate(self) -> "CurateConfig":
-        from cola_ray.selectors import get_selector  # the registry; imports no torch
+    def selection_args(self) -> "SelectionArgs":
+        """The selection group: what the selection layer and the selector get, nothing more."""
+        return SelectionArgs(self.selector, self.num_samples, self.seed, self.allow_fewer,
+                             flag_params={"kmeans_iters": self.kmeans_iters, "kmeans_restarts": self.kmeans_restarts,
+                                          "kmeans_points_per_centroid": self.kmeans_points_per_centroid,
+                                          "kmeans_mode": self.kmeans_mode},
+                             params=dict(YamlDict(self.selector_params)))
 
-        try:
-            get_selector(self.selector)
-        except UserError as e:
-            raise UserError(f"--selector: {e}") from None
+    def validate(self) -> "CurateConfig":
+        """Ranges and choices; names of plug-ins (selectors) are checked by the workflow, which
+        knows the registries (config imports none)."""
+        self.selector_params = YamlDict(self.selector_params)
         checks = [
             ("num_samples", self.num_samples >= 1), ("seq_len", self.seq_len >= 8),
             ("min_tokens", 1 <= self.min_tokens <= self.seq_len), ("proj_dim", self.proj_dim >= 1),
@@ -112,26 +137,27 @@ class CurateConfig:
         return self
 
 
-class YamlDict(dict):
-    """A mapping option: a YAML mapping in the config file, or YAML/JSON text on the command line
-    (`--recipe-params '{gptq-w4a16: {group_size: 64}}'`)."""
-
-    def __init__(self, value=None):
-        if isinstance(value, str):
-            import yaml
-
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError as e:
-                raise ValueError(f"invalid YAML: {str(e).splitlines()[0]}") from None
-            if value is not None and not isinstance(value, dict):
-                raise ValueError(f"expected a mapping, got {value!r}")
-        super().__init__(value or {})  # a dict, or (key, value) pairs (dataclasses.asdict)
-
-
 def _split(values: list[str]) -> list[str]:
     """['cola,random', 'lexical'] -> ['cola', 'random', 'lexical'] (flags may list several)."""
     return [v.strip() for item in values for v in str(item).split(",") if v.strip()]
+
+
+@dataclass(frozen=True)
+class SelectionArgs:
+    """Argument group of the selection: the selector, k, the seed, and the selector's own
+    parameters: `params` from --selector-params (checked strictly against what the selector
+    declares), `flag_params` from the flags that exist for a selector's parameters (cola's
+    k-means flags), passed to any selector that declares a parameter of that name."""
+
+    selector: str
+    num_samples: int
+    seed: int
+    allow_fewer: bool
+    flag_params: dict
+    params: dict
+
+    def params_for(self, spec) -> dict:
+        return {**{k: v for k, v in self.flag_params.items() if k in spec.param_names}, **self.params}
 
 
 # CurateConfig options a sweep sets itself (per trial) rather than taking from its `curate:` block.
@@ -176,19 +202,12 @@ class SweepConfig:
     config: str | None = opt(None, "YAML file with any of these options (flags override it)")
 
     def validate(self) -> "SweepConfig":
-        from cola_ray.selectors import get_selector
-
         self.selectors, self.recipes, self.suites = _split(self.selectors), _split(self.recipes), _split(self.suites)
         try:
             self.seeds = [str(int(s)) for s in _split(self.seeds)]
         except ValueError:
             raise UserError(f"--seeds {self.seeds}: expected integers") from None
         self.recipe_params, self.curate = YamlDict(self.recipe_params), YamlDict(self.curate)
-        for name in self.selectors:
-            try:
-                get_selector(name)
-            except UserError as e:
-                raise UserError(f"--selectors: {e}") from None
         checks = [("selectors", bool(self.selectors or self.calibration_sets)), ("recipes", bool(self.recipes)),
                   ("suites", bool(self.suites)), ("seeds", bool(self.seeds) or not self.selectors),
                   ("eval_limit", self.eval_limit is None or self.eval_limit >= 1),

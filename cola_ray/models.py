@@ -7,7 +7,6 @@ model) into a loaded model + tokenizer, and answers structural questions about t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +79,13 @@ def load_tokenizer(model: str):
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
+
+
+def calibration_token_ids(texts: list[str], tokenizer, seq_len: int) -> list[list[int]]:
+    """Token ids of calibration texts as compression sees them: the model's tokenizer with its
+    default special tokens (BOS for Llama-style tokenizers), no re-chunking, cut to seq_len."""
+    enc = tokenizer(list(texts), add_special_tokens=True, return_attention_mask=False, verbose=False)
+    return [list(ids)[:seq_len] for ids in enc["input_ids"]]
 
 
 def pick_device(device: str) -> str:
@@ -201,17 +207,3 @@ def _hub_revision(model_id: str) -> str | None:
         return model_info(model_id).sha
     except Exception:  # noqa: BLE001 - offline: the manifest records None
         return None
-
-
-def config_summary(model) -> dict:
-    c = model.config
-    return json.loads(
-        json.dumps(
-            {
-                "model_type": c.model_type,
-                "hidden_size": getattr(c, "hidden_size", None) or getattr(c, "n_embd", None),
-                "num_layers": len(find_decoder_layers(model)),
-                "vocab_size": c.vocab_size,
-            }
-        )
-    )

@@ -15,6 +15,8 @@ def _fmt(v) -> str:
 
 
 def curate_summary(manifest: dict) -> str:
+    """The end-of-run lines of a selection (curate with any selector): counts per source (and
+    stage-1 quotas), drops, the coverage table, the selector's line, times, outputs."""
     c = manifest["counts"]
     per = c["per_source"]
     caps = manifest.get("capabilities")
@@ -24,19 +26,28 @@ def curate_summary(manifest: dict) -> str:
                  c["selected"]])
     dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"
     times = "  ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
-    km = manifest["kmeans"]
     parts = [table(["source", "documents", "chunks", "embedded", *(["quota"] if caps else []), "selected"], rows),
              f"dropped: {dropped}"]
     if caps:
         parts += ["", _coverage_table(caps), ""]
     parts += [
-        f"k-means: k={km['k']} objective={km['objective']:.4f} empty clusters={len(km['empty_clusters'])}"
-        + (f" ({len(km['groups'])} source groups)" if km.get("groups") else ""),
+        selection_line(manifest["selection"]),
         f"time: {times}  (total {sum(manifest['timings_s'].values()):.1f}s)",
         f"output: {manifest['out']}  ({', '.join(a for a in manifest['artifacts'] if not a.startswith('work/'))}, "
         "manifest.json)",
     ]
     return "\n".join(parts)
+
+
+def selection_line(sel: dict) -> str:
+    """One line on how the set was chosen: the selector, k, its own figures (cola: k-means)."""
+    d = sel.get("details") or {}
+    line = f"selector: {sel['selector']} ({sel['description']}); k={sel['k']}"
+    if "objective" in d:
+        line += f"; k-means objective={d['objective']:.4f} empty clusters={len(d.get('empty_clusters', []))}"
+    if d.get("groups") or sel.get("quotas"):
+        line += f"; per-source quotas over {len([q for q in (sel.get('quotas') or {}).values() if q])} source(s)"
+    return line + f"; {sel['seconds']:.1f}s"
 
 
 def _coverage_table(caps: dict) -> str:

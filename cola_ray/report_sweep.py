@@ -265,16 +265,3 @@ def sweep_summary(manifest: dict) -> str:
     times = "  ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
     df_lines += [f"time: {times}", f"output: {manifest['out']}  (report.md, results.csv/.parquet, plots/, trials/)"]
     return "\n".join(df_lines)
-
-
-def selection_summary(manifest: dict) -> str:
-    """`cola-ray curate --selector NAME` (not cola): counts per source and the selector used."""
-    c = manifest["counts"]
-    rows = [[s, v["documents"], v["chunks"], v["embedded"], v["selected"]] for s, v in c["per_source"].items()]
-    rows.append(["total", c["documents"], c["chunks"], c["embedded"], c["selected"]])
-    sel = manifest["selector"]
-    times = "  ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
-    return "\n".join([table(["source", "documents", "chunks", "embedded", "selected"], rows),
-                      f"selector: {sel['name']} ({sel['description']}); k={sel['k']}; distance = {sel['score']}",
-                      f"time: {times}  (total {sum(manifest['timings_s'].values()):.1f}s)",
-                      f"output: {manifest['out']}  (calibration.jsonl, manifest.json)"])

@@ -4,7 +4,6 @@ Knows nothing of how the calibration set was chosen. Registering the built-in re
 llm-compressor import; that happens when a recipe is built.
 """
 
-from cola_ray.compress import pruning, quantization  # noqa: F401  (register the built-in recipes)
 from cola_ray.compress.registry import RECIPES, Recipe, build_modifiers, get_recipe, list_recipes, register_recipe
 from cola_ray.compress.run import compress, save_compressed
 from cola_ray.compress.stats import effective_weight, weight_summary

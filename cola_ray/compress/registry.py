@@ -4,6 +4,8 @@ A recipe is one plain builder function whose keyword parameters ARE its overrida
 (their defaults are the recipe's defaults), so a new method is one decorated function, and the
 parameters a user may set from YAML are read off the signature instead of a second list that
 could drift. Several names may share one builder with different defaults (stacked decorators).
+The built-in recipes are the modules of this package that register themselves (found by
+`cola_ray.registry.Registry` on the first lookup: a new method is one new file).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cola_ray.errors import UserError
+from cola_ray.registry import Registry
 
 Builder = Callable[..., list]
 
@@ -59,7 +62,7 @@ class Recipe:
             raise UserError(f"recipe {self.name!r} with {params}: {_first_line(e)}") from e
 
 
-RECIPES: dict[str, Recipe] = {}
+RECIPES: Registry[Recipe] = Registry("compression recipe", "cola_ray.compress")
 
 
 def register_recipe(name: str, *, calibrated: bool = True, **overrides: Any) -> Callable[[Builder], Builder]:
@@ -74,23 +77,18 @@ def register_recipe(name: str, *, calibrated: bool = True, **overrides: Any) -> 
         unknown = set(overrides) - set(params)
         if unknown:
             raise TypeError(f"register_recipe({name!r}): {builder.__name__} has no parameter {sorted(unknown)}")
-        if name in RECIPES:
-            raise ValueError(f"recipe {name!r} is already registered")
-        RECIPES[name] = Recipe(name, builder, dict(overrides), calibrated)
+        RECIPES.add(name, Recipe(name, builder, dict(overrides), calibrated))
         return builder
 
     return decorate
 
 
 def get_recipe(name: str) -> Recipe:
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise UserError(f"unknown compression recipe {name!r} (expected one of {', '.join(list_recipes())})") from None
+    return RECIPES.lookup(name)
 
 
 def list_recipes() -> list[str]:
-    return sorted(RECIPES)
+    return RECIPES.names()
 
 
 def build_modifiers(name: str, params: dict[str, Any] | None = None) -> list:

@@ -1,7 +1,6 @@
 """Capability suites (lm-eval) that score an in-memory model: perplexity per domain, HumanEval,
 and any lm-eval task by name. Knows nothing of compression or of calibration data."""
 
-from cola_ray.evaluate import humaneval, perplexity  # noqa: F401  (register the built-in suites)
 from cola_ray.evaluate.api import evaluate
 from cola_ray.evaluate.backends import BACKENDS, build_lm, vllm_model_args
 from cola_ray.evaluate.registry import SUITES, Suite, get_suite, list_suites, register_suite

@@ -2,7 +2,8 @@
 
 Built-in suites are registered by name; any other name is looked up among lm-eval's tasks (and
 the user's task folders, `include_path`) and run as it is, so `hellaswag` or a private YAML task
-needs no code here.
+needs no code here. The built-in suites are the modules of this package that register
+themselves (found by `cola_ray.registry.Registry` on the first lookup: a new suite is one file).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from cola_ray.errors import UserError
 from cola_ray.evaluate.scores import Scores
+from cola_ray.registry import Registry
 
 IncludePath = str | Path | list[str | Path] | tuple[str | Path, ...] | None
 
@@ -28,16 +30,14 @@ class Suite(ABC):
 
 
 SuiteFactory = Callable[[str], Suite]
-SUITES: dict[str, SuiteFactory] = {}
+SUITES: Registry[SuiteFactory] = Registry("evaluation suite", "cola_ray.evaluate")
 
 
 def register_suite(name: str) -> Callable[[SuiteFactory], SuiteFactory]:
     """Register a factory (a Suite class, or a function) called as factory(name)."""
 
     def decorate(factory: SuiteFactory) -> SuiteFactory:
-        if name in SUITES:
-            raise ValueError(f"evaluation suite {name!r} is already registered")
-        SUITES[name] = factory
+        SUITES.add(name, factory)
         return factory
 
     return decorate
@@ -45,11 +45,11 @@ def register_suite(name: str) -> Callable[[SuiteFactory], SuiteFactory]:
 
 def list_suites() -> list[str]:
     """The built-in (registered) suites; lm-eval task names are accepted too."""
-    return sorted(SUITES)
+    return SUITES.names()
 
 
 def get_suite(name: str, include_path: IncludePath = None) -> Suite:
-    if name in SUITES:
+    if name in SUITES.load_builtins():
         return SUITES[name](name)
     from cola_ray.evaluate.lmeval import LmEvalTask, find_task  # lm-eval only when needed
 

@@ -6,13 +6,14 @@ treat them alike. Importing this package costs no torch: models load inside sele
 """
 
 from cola_ray.selectors.output import KEYS, calibration_lines, calibration_token_ids, read_calibration
-from cola_ray.selectors.registry import (SELECTORS, Pool, Selector, SelectorContext, get_selector, list_selectors,
-                                         register_selector)
+from cola_ray.selectors.registry import (SELECTORS, Pool, Selection, Selector, SelectorContext, get_selector,
+                                         list_selectors, register_selector)
 
 __all__ = [
     "KEYS",
     "SELECTORS",
     "Pool",
+    "Selection",
     "Selector",
     "SelectorContext",
     "calibration_lines",

@@ -18,6 +18,8 @@ import math
 
 import pyarrow as pa
 
+from cola_ray.models import calibration_token_ids  # noqa: F401  (part of this contract; lives with the tokenizer)
+
 KEYS = ("id", "text", "source", "cluster", "distance", "num_tokens", "cluster_size")
 
 
@@ -45,8 +47,3 @@ def read_calibration(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def calibration_token_ids(texts: list[str], tokenizer, seq_len: int) -> list[list[int]]:
-    """Token ids of calibration texts as compression sees them: the model's tokenizer with its
-    default special tokens (BOS for Llama-style tokenizers), no re-chunking, cut to seq_len."""
-    enc = tokenizer(list(texts), add_special_tokens=True, return_attention_mask=False, verbose=False)
-    return [list(ids)[:seq_len] for ids in enc["input_ids"]]

@@ -14,19 +14,14 @@ Score (`distance`): the chunk's uniform random key in [0, 1).
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
+from cola_ray.hashing import uniform
 from cola_ray.selectors.registry import Pool, SelectorContext, ranked, register_selector
 
-_SCALE = float(2**64)
-
-
 def uniform_keys(ids: list[str], seed: int, salt: str = "random") -> np.ndarray:
-    """One uniform [0, 1) key per id from a keyed hash: the sample depends on (seed, id) only."""
-    return np.array([int.from_bytes(hashlib.blake2b(f"{salt}:{seed}:{i}".encode(), digest_size=8).digest(),
-                                    "little") / _SCALE for i in ids], dtype=np.float64)
+    """One uniform [0, 1) key per id from the seeded id-hash: the sample depends on (seed, id) only."""
+    return uniform(ids, seed, salt)
 
 
 def _smallest(ids: list[str], keys: np.ndarray, k: int) -> list[int]:

@@ -12,15 +12,15 @@ by the actor; a shard is the unit a rerun skips (resume after a crash).
 
 from __future__ import annotations
 
-import hashlib
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from cola_ray import storage
-
-LEDGER_COLUMNS = ("id", "doc_id", "source", "num_tokens", "drop")
+from cola_ray.pool import LEDGER_COLUMNS, make_shard, write_shard  # LEDGER_COLUMNS: still importable from here
+from cola_ray.stages.base import ModelStage
 
 
 def projection_matrix(in_dim: int, proj_dim: int, seed: int) -> np.ndarray:
@@ -105,34 +105,33 @@ def adds_bos(tokenizer) -> int | None:
     return bos if tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos] else None
 
 
-class ActivationExtractor:
-    """Ray Data callable class: one per actor (one GPU each on CUDA machines).
+@dataclass(kw_only=True)
+class ActivationExtractor(ModelStage):
+    """Chunk rows (kept and dropped) -> one shard per Ray batch; returns the shard's ledger rows.
 
-    __call__ receives a batch of chunk rows (kept and dropped), embeds the kept ones in
-    micro-batches of similar length, writes one shard (ledger + vectors + text) to `shard_dir`
-    and returns the shard's small ledger rows to the driver.
+    Embeds the kept chunks in micro-batches of similar length, writes the shard (the pool's
+    schema, pool.make_shard) to `shard_dir` and returns only its small ledger rows to the driver.
     """
 
-    def __init__(self, model: str, layers: str, proj_dim: int, seed: int, device: str,
-                 dtype: str, batch_size: int, shard_dir: str, threads: int = 0):
+    reads: ClassVar[tuple[str, ...]] = ("id", "doc_id", "source", "num_tokens", "drop", "text", "input_ids")
+    writes: ClassVar[tuple[str, ...]] = LEDGER_COLUMNS
+    layers: str
+    proj_dim: int
+    seed: int
+    shard_dir: str
+
+    def setup(self) -> None:
         import torch
 
-        from cola_ray.models import (find_decoder_layers, load_causal_lm, load_tokenizer,
-                                     parse_layers, pick_device)
+        from cola_ray.models import find_decoder_layers, parse_layers
 
-        self.device = pick_device(device)
-        if threads:  # Ray sets OMP threads to the actor's (fractional) CPU share; use the cores
-            torch.set_num_threads(threads)
-        self.model = load_causal_lm(model, self.device, dtype)
-        self.tokenizer = load_tokenizer(model)
-        self.layers = parse_layers(layers, len(find_decoder_layers(self.model)))
-        self.pooler = LayerPooler(self.model, self.layers)
-        hidden = self.model.get_input_embeddings().embedding_dim
-        proj = projection_matrix(hidden * len(self.layers), proj_dim, seed)
+        super().setup()
+        self.layer_ids = parse_layers(self.layers, len(find_decoder_layers(self.lm)))
+        self.pooler = LayerPooler(self.lm, self.layer_ids)
+        hidden = self.lm.get_input_embeddings().embedding_dim
+        proj = projection_matrix(hidden * len(self.layer_ids), self.proj_dim, self.seed)
         self.projection = torch.from_numpy(proj).to(self.device)
         self.bos = adds_bos(self.tokenizer)
-        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.batch_size, self.shard_dir, self.proj_dim = batch_size, shard_dir, proj_dim
 
     def embed(self, token_lists: list[list[int]], side: str = "right") -> np.ndarray:
         """[n, proj_dim] float32 for chunks given as token id lists (NaN rows if non-finite)."""
@@ -145,15 +144,13 @@ class ActivationExtractor:
         return vec.float().cpu().numpy()
 
     def embed_sorted(self, token_lists: list[list[int]]) -> np.ndarray:
-        """Micro-batches of similar-length chunks (sorted by length) waste little on padding."""
-        order = sorted(range(len(token_lists)), key=lambda i: (len(token_lists[i]), i))
+        """embed() over length-sorted micro-batches, rows back in their input order."""
         out = np.empty((len(token_lists), self.proj_dim), np.float32)
-        for lo in range(0, len(order), self.batch_size):
-            idx = order[lo: lo + self.batch_size]
+        for idx in self.micro_batches(token_lists):
             out[idx] = self.embed([token_lists[i] for i in idx])
         return out
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process(self, batch: pa.Table) -> pa.Table:
         drops = batch.column("drop").to_pylist()
         live = [i for i, d in enumerate(drops) if not d]
         tokens = batch.column("input_ids").to_pylist()
@@ -165,14 +162,6 @@ class ActivationExtractor:
                     vectors[i] = embedded[j]
                 else:
                     drops[i] = "non_finite"
-        shard = pa.table({
-            "id": batch.column("id"), "doc_id": batch.column("doc_id"), "source": batch.column("source"),
-            "num_tokens": batch.column("num_tokens"), "drop": pa.array(drops, pa.string()),
-            "text": pa.array([t if not d else "" for t, d in zip(batch.column("text").to_pylist(), drops)],
-                             pa.string()),
-            "vector": pa.array([None if v is None else v.tolist() for v in vectors],
-                               pa.list_(pa.float32(), self.proj_dim)),
-        }).sort_by("id")
-        name = hashlib.sha1("\n".join(shard.column("id").to_pylist()).encode()).hexdigest()[:20]
-        storage.write_parquet(storage.join(self.shard_dir, f"shard-{name}.parquet"), shard)
+        shard = make_shard(batch, drops, vectors, self.proj_dim)
+        write_shard(self.shard_dir, shard)
         return shard.select(list(LEDGER_COLUMNS))

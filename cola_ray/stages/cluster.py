@@ -9,13 +9,13 @@ Assignment of every vector runs distributed over Ray (`assign`, one task per blo
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from cola_ray.errors import UserError
+from cola_ray.hashing import in_sample
 
 
 @dataclass
@@ -28,16 +28,6 @@ class KMeansResult:
 
 def sample_fraction(n: int, k: int, points_per_centroid: int) -> float:
     return min(1.0, k * points_per_centroid / max(n, 1))
-
-
-def in_sample(ids: list[str], fraction: float, seed: int) -> np.ndarray:
-    """Seeded uniform sample decided per id (a hash), so it does not depend on how rows are
-    spread over workers or in which order they arrive."""
-    if fraction >= 1.0:
-        return np.ones(len(ids), dtype=bool)
-    limit = int(fraction * 2**64)
-    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(),
-                                    "little") < limit for i in ids], dtype=bool)
 
 
 def train_kmeans(vectors: np.ndarray, k: int, seed: int, iters: int = 25, restarts: int = 3) -> KMeansResult:

@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
 
 from cola_ray.errors import UserError
 
@@ -119,8 +116,7 @@ def top_ngram_ratio(text: str, n: int) -> float:
 class QualityFilter:
     """Heuristic quality filter with a named reason per dropped document.
 
-    Works on single texts (:meth:`reason`) and on Ray Data batches (:meth:`annotate`,
-    :meth:`filter_batch`; ``batch_format="numpy"`` dicts of column -> array).
+    :meth:`reason` judges one text (the chunker calls it per document); :meth:`reasons` many.
     """
 
     def __init__(self, config: FilterConfig | None = None) -> None:
@@ -148,35 +144,3 @@ class QualityFilter:
     def reasons(self, texts: Iterable[str]) -> list[str | None]:
         """:meth:`reason` for each text."""
         return [self.reason(str(t)) for t in texts]
-
-    def annotate(self, batch: Mapping[str, Any], text_column: str = "text",
-                 reason_column: str = "drop_reason") -> dict[str, Any]:
-        """The batch plus a column of drop reasons ("" = keep), for counting after a map."""
-        texts = _column(batch, text_column)
-        out = dict(batch)
-        out[reason_column] = np.array([r or "" for r in self.reasons(texts)], dtype=object)
-        return out
-
-    def filter_batch(self, batch: Mapping[str, Any], text_column: str = "text"
-                     ) -> tuple[dict[str, Any], Counter[str]]:
-        """The rows of the batch that pass, and counts per reason (plus ``"kept"``)."""
-        texts = _column(batch, text_column)
-        found = self.reasons(texts)
-        keep = np.array([r is None for r in found], dtype=bool)
-        counts = Counter(r or "kept" for r in found)
-        kept = {k: _take(v, keep) for k, v in batch.items()}
-        return kept, counts
-
-    __call__ = annotate  # lets Ray Data's map_batches take the filter object directly
-
-
-def _column(batch: Mapping[str, Any], name: str) -> Sequence[Any]:
-    if name not in batch:
-        raise UserError(f"text column {name!r} not in batch (columns: {sorted(batch)})")
-    return batch[name]
-
-
-def _take(values: Any, mask: np.ndarray) -> Any:
-    if isinstance(values, np.ndarray):
-        return values[mask]
-    return [v for v, k in zip(values, mask) if k]

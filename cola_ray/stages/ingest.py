@@ -20,6 +20,8 @@ import pyarrow as pa
 
 from cola_ray import storage
 from cola_ray.errors import UserError
+from cola_ray.stages import runner
+from cola_ray.stages.base import FunctionStage
 
 OUTPUT_COLUMNS = ("doc_id", "source", "text")
 # file suffix -> reader kind; `.arrow` files come from datasets' save_to_disk folders.
@@ -169,12 +171,12 @@ class LabelDocuments:
         })
 
 
-def _read_arrow_stream(batch: dict) -> pa.Table:
+def _read_arrow_stream(batch: pa.Table) -> pa.Table:
     """datasets' save_to_disk writes Arrow IPC *stream* files, which Ray has no reader for."""
     import pyarrow.ipc as ipc
 
     tables = []
-    for uri in batch["uri"]:
+    for uri in batch.column("uri").to_pylist():
         fs, path = storage.filesystem(str(uri))
         with fs.open_input_stream(path) as f:
             table = ipc.open_stream(f).read_all()
@@ -194,7 +196,7 @@ def _read(kind: str, uris: list[str]):
         return ray.data.read_parquet(paths, **common)
     if kind == "text":
         return ray.data.read_text(paths, **common)
-    return ray.data.from_items([{"uri": u} for u in uris]).map_batches(_read_arrow_stream, batch_size=1)
+    return runner.run(ray.data.from_items([{"uri": u} for u in uris]), FunctionStage(_read_arrow_stream, batch_size=1))
 
 
 def read_documents(files: list[CorpusFile], text_field: str, max_docs: int | None = None,
@@ -210,7 +212,7 @@ def read_documents(files: list[CorpusFile], text_field: str, max_docs: int | Non
             label = LabelDocuments(source, "text")
         else:
             label = LabelDocuments(source, text_field, (formatters or {}).get(source), source in qa_first)
-        ds = _read(kind, uris).map_batches(label, batch_format="pyarrow")
+        ds = runner.run(_read(kind, uris), FunctionStage(label))
         per_source.setdefault(source, []).append(ds)
     datasets = []
     for parts in per_source.values():

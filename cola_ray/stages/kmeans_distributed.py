@@ -4,8 +4,8 @@ The single-node path (`cluster.py`) trains `faiss.Kmeans` on one machine, which 
 training vector in one process. FAISS has no multi-node k-means, so this module writes the
 distributed loop by hand and leaves only the arithmetic to libraries:
 
-- each actor loads its shard once (a split of a Ray Dataset, or synthetic chunks it generates
-  itself) and keeps it in memory for every pass; the driver only ever sees k x d sums;
+- each actor loads its shard once (a split of a Ray Dataset, or chunks it generates itself
+  from a `ChunkSource`) and keeps it in memory for every pass; the driver only sees k x d sums;
 - per pass an actor labels its rows with FAISS (`IndexFlatL2.search`) and returns, per centroid,
   integer partial sums and counts plus the partial objective; the driver adds them up and moves
   the centroids (Lloyd), re-seeding empty clusters by splitting the largest one as FAISS does;
@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import faiss
 import numpy as np
@@ -41,33 +42,19 @@ _SPLIT_EPS = 1.0 / 1024  # relative nudge FAISS gives the two halves of a split 
 _ID_HASH_KEY = "cola-ray-kmeans!"  # 16-byte SipHash key for pandas' string hashing
 
 
-@dataclass(frozen=True)
-class SyntheticBlobs:
-    """A Gaussian mixture that actors generate chunk by chunk, so a benchmark can cluster 10M rows
-    that neither the driver nor the object store ever holds. Chunk i depends only on (seed, i),
-    so the rows are the same whatever the number of actors; ids are the row numbers as strings."""
-
-    num_rows: int
-    dim: int = 64
-    num_blobs: int = 2048
-    blob_spread: float = 4.0  # std of the blob centres; each blob has unit std
-    seed: int = 0
-    chunk_rows: int = CHUNK_ROWS
+@runtime_checkable
+class ChunkSource(Protocol):
+    """Rows that actors produce themselves, chunk by chunk, instead of reading a Dataset: so a
+    benchmark can cluster 10M rows that neither the driver nor the object store ever holds (e.g.
+    bench/synthetic.py's Gaussian mixture). The object is sent to every actor (it must pickle
+    and be importable there); actor j calls `chunk(i)` for its share of `range(num_chunks)`.
+    `chunk(i)` returns string ids (pa.Array) and (rows, dim) float32 vectors and must depend on
+    `i` alone, so the rows are the same whatever the number of actors."""
 
     @property
-    def num_chunks(self) -> int:
-        return -(-self.num_rows // self.chunk_rows)
+    def num_chunks(self) -> int: ...
 
-    def chunk(self, index: int) -> tuple[pa.Array, np.ndarray]:
-        """Ids and (rows, dim) float32 vectors of chunk `index`."""
-        start = index * self.chunk_rows
-        stop = min(self.num_rows, start + self.chunk_rows)
-        centres = np.random.default_rng(np.random.SeedSequence(self.seed)).standard_normal(
-            (self.num_blobs, self.dim), dtype=np.float32) * np.float32(self.blob_spread)
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(index,)))
-        vectors = centres[rng.integers(self.num_blobs, size=stop - start)]
-        vectors += rng.standard_normal(vectors.shape, dtype=np.float32)
-        return pa.array(np.arange(start, stop)).cast(pa.string()), vectors
+    def chunk(self, index: int) -> tuple[pa.Array, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -143,9 +130,9 @@ class _ShardWorker:
                 self._add(ids, _vectors_from_arrow(batch.column(vector_column), vector_column))
         return self._stats()
 
-    def load_synthetic(self, spec: SyntheticBlobs, chunk_indices: list[int]) -> _ShardStats:
+    def load_chunks(self, source: ChunkSource, chunk_indices: list[int]) -> _ShardStats:
         for index in chunk_indices:
-            self._add(*spec.chunk(index))
+            self._add(*source.chunk(index))
         return self._stats()
 
     def sample(self, seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,18 +227,19 @@ class VectorShards:
         self.max_abs = max(s.max_abs for s in stats)
 
     @classmethod
-    def open(cls, source: Dataset | SyntheticBlobs, *, num_workers: int = 2,
+    def open(cls, source: Dataset | ChunkSource, *, num_workers: int = 2,
              cpus_per_worker: float = 1.0, id_column: str = "id", vector_column: str = "vector",
              chunk_rows: int = CHUNK_ROWS) -> VectorShards:
         """Start `num_workers` actors and load `source` into them (a Dataset's columns
-        `id_column`, string, and `vector_column`, fixed-length float list or tensor)."""
+        `id_column`, string, and `vector_column`, fixed-length float list or tensor; or the chunks
+        of a `ChunkSource`, generated inside the actors)."""
         if num_workers < 1:
             raise UserError(f"num_workers must be at least 1, got {num_workers}")
         if cpus_per_worker <= 0:
             raise UserError(f"cpus_per_worker must be positive, got {cpus_per_worker}")
-        if not isinstance(source, Dataset | SyntheticBlobs):
+        if not isinstance(source, (Dataset, ChunkSource)):
             raise UserError(f"cannot cluster a {type(source).__name__}: pass a ray.data.Dataset "
-                            "or SyntheticBlobs")
+                            "or a ChunkSource (num_chunks, chunk(i) -> (ids, vectors))")
 
         def start() -> list[ActorHandle]:
             return [_ShardWorker.options(num_cpus=cpus_per_worker).remote(
@@ -268,7 +256,7 @@ class VectorShards:
         else:
             workers = start()
             parts = np.array_split(np.arange(source.num_chunks), num_workers)
-            loads = [w.load_synthetic.remote(source, p.tolist()) for w, p in zip(workers, parts)]
+            loads = [w.load_chunks.remote(source, p.tolist()) for w, p in zip(workers, parts)]
         try:
             stats = _gather(loads)
         except BaseException:
@@ -287,13 +275,13 @@ class VectorShards:
         self.close()
 
 
-def distributed_kmeans(data: Dataset | SyntheticBlobs | VectorShards, k: int, *, seed: int = 0,
+def distributed_kmeans(data: Dataset | ChunkSource | VectorShards, k: int, *, seed: int = 0,
                        num_workers: int = 2, max_iter: int = 25, tol: float = 1e-4,
                        sample_per_centroid: int = 16, init: np.ndarray | None = None,
                        cpus_per_worker: float = 1.0) -> DistributedKMeansResult:
     """Lloyd's k-means over vectors that stay on Ray actors.
 
-    `data` already loaded (`VectorShards`) is used as is; a Dataset or SyntheticBlobs is loaded
+    `data` already loaded (`VectorShards`) is used as is; a Dataset or ChunkSource is loaded
     into `num_workers` actors for this call only. The start is k-means++ on
     min(n, k * sample_per_centroid) rows picked by a seeded hash of their ids (k-means++ costs
     k^2 * sample_per_centroid distance evaluations, ~9 s at k=1024 with the default 16; Lloyd then

@@ -18,8 +18,8 @@ The pieces are pure functions so that the same maths runs in one process or on R
 
 Resolving groups from the gathered pairs, rather than taking the union of per-bucket drops,
 matters for chains: if A~C and B~C are found in different buckets but A and B are not alike,
-only a global view sees that {A, B, C} is one group. :class:`NearDedup` does the same on a
-small in-memory list with datasketch's :class:`MinHashLSH`, and gives the same answer.
+only a global view sees that {A, B, C} is one group (the tests check this path against an
+in-memory reference built on datasketch's :class:`MinHashLSH`: tests/stages/neardup_reference.py).
 :func:`bucket_rows`, :func:`bucket_pairs` and :func:`drop_reasons` (at the end) are the same
 steps shaped for a Ray Data plan (map_batches -> groupby bucket -> map_groups -> driver).
 """
@@ -27,15 +27,13 @@ steps shaped for a Ray Data plan (map_batches -> groupby bucket -> map_groups ->
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+from datasketch import MinHash, MinHashLSH
 
 from cola_ray.errors import UserError
 
@@ -125,11 +123,6 @@ def explode_buckets(ids: Sequence[Any], signatures: np.ndarray, bands: int, rows
             "signature": np.repeat(np.asarray(signatures, dtype=np.uint64), bands, axis=0)}
 
 
-def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of equal MinHash values: an unbiased estimate of the Jaccard similarity."""
-    return float(np.mean(np.asarray(a) == np.asarray(b)))
-
-
 def near_duplicate_pairs(ids: Sequence[Hashable], signatures: np.ndarray, threshold: float,
                          block: int = 64) -> list[tuple[Any, Any]]:
     """All pairs ``(smaller id, larger id)`` whose estimated Jaccard is >= ``threshold``.
@@ -168,61 +161,6 @@ def drop_from_pairs(pairs: Iterable[tuple[Hashable, Hashable]]) -> set[Any]:
         if ra != rb:  # the smaller id becomes the root, so each root is its group's minimum
             parent[max(ra, rb)] = min(ra, rb)
     return {x for x in parent if root(x) != x}
-
-
-def resolve_near_duplicates(ids: Sequence[Hashable], signatures: np.ndarray,
-                            threshold: float) -> set[Any]:
-    """Ids to drop among these rows: each group of near-duplicates keeps its smallest id."""
-    return drop_from_pairs(near_duplicate_pairs(ids, signatures, threshold))
-
-
-@dataclass
-class DedupResult:
-    """What :meth:`NearDedup.dedup` kept (input order) and dropped."""
-
-    kept: list[tuple[Any, str]]
-    dropped: set[Any] = field(default_factory=set)
-
-    @property
-    def num_dropped(self) -> int:
-        return len(self.dropped)
-
-
-class NearDedup:
-    """In-memory near-duplicate removal over ``(id, text)`` pairs, for small inputs.
-
-    Candidates come from datasketch's MinHashLSH; each candidate pair is then checked against
-    ``threshold`` and groups are resolved as in :func:`drop_from_pairs` (smallest id kept).
-    """
-
-    def __init__(self, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5,
-                 seed: int = 1) -> None:
-        _check_threshold(threshold)
-        self.threshold, self.num_perm, self.ngram, self.seed = threshold, num_perm, ngram, seed
-
-    def duplicates(self, records: Sequence[tuple[Hashable, str]]) -> set[Any]:
-        """Ids of the records to drop."""
-        ids = _plain_ids([r[0] for r in records])
-        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
-        if repeated:
-            raise UserError(f"near-dup: id {repeated[0]!r} occurs more than once")
-        sigs = minhash_signatures((r[1] for r in records), self.num_perm, self.ngram, self.seed)
-        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
-        sketches = [LeanMinHash(seed=self.seed, hashvalues=s, scheme=_SCHEME) for s in sigs]
-        for i, sketch in enumerate(sketches):
-            lsh.insert(i, sketch, check_duplication=False)
-        pairs = []
-        for i, sketch in enumerate(sketches):
-            for j in lsh.query(sketch):
-                if i < j and estimated_jaccard(sigs[i], sigs[j]) >= self.threshold:
-                    pairs.append((min(ids[i], ids[j]), max(ids[i], ids[j])))
-        return drop_from_pairs(pairs)
-
-    def dedup(self, records: Sequence[tuple[Hashable, str]]) -> DedupResult:
-        """The records that survive, in input order, and the dropped ids."""
-        records = list(records)
-        dropped = self.duplicates(records)
-        return DedupResult(kept=[r for r in records if r[0] not in dropped], dropped=dropped)
 
 
 def _check_threshold(threshold: float) -> None:

@@ -132,11 +132,6 @@ class Chunker:
             out.append(dict(id=members[0]["id"], doc_id=doc_ids, input_ids=ids, text=text, pos=members[0].get("pos")))
         return out
 
-    def chunk_document(self, doc_id: str, text: str, ids: list[int], offsets: list) -> list[dict]:
-        if not text.strip() or not ids:
-            return [_dropped_document(doc_id, "empty")]
-        return [self._checked(r) for r in self.pieces(doc_id, text, ids, offsets)]
-
     def _checked(self, row: dict) -> dict:
         """A chunk row with its length check applied (a too-short chunk keeps no payload)."""
         n = len(row["input_ids"])
@@ -202,20 +197,38 @@ def surviving_documents(batch: pa.Table, quality: FilterConfig | None) -> pa.Tab
 
 def mark_duplicates(group: pa.Table) -> pa.Table:
     """All rows sharing one dedup_key: keep the smallest id (deterministic whatever the order
-    rows arrived in), mark the others 'duplicate' and drop their payload."""
+    rows arrived in), mark the others 'duplicate' and drop their payload.
+
+    A document that occurs twice in the corpus has the same id twice (the id is its content
+    hash), so its chunks arrive here as rows with equal ids (a dropped row's key is its id, so
+    repeated dropped rows meet here too). Pool ids must be unique: every repeat after the first
+    becomes a 'duplicate' row of its own, `<id>~<n>` of document `<doc_id>~<n>` (n = 1, 2, ...;
+    the copies are identical, so which one keeps the plain id does not matter), and the counts
+    show one more document read and one more duplicate dropped."""
     if group.num_rows == 1:
         return group
     ids = group.column("id").to_pylist()
     drops = group.column("drop").to_pylist()
-    live = [i for i, d in enumerate(drops) if not d]
-    if len(live) <= 1:
+    doc_ids = group.column("doc_id").to_pylist()
+    seen: dict[str, int] = {}
+    order = sorted(range(len(ids)), key=lambda i: (ids[i], drops[i] != "", drops[i]))
+    new_id, new_doc, new_drop = list(ids), list(doc_ids), list(drops)
+    for i in order:
+        n = seen.get(ids[i], 0)
+        seen[ids[i]] = n + 1
+        if n:
+            new_id[i], new_doc[i], new_drop[i] = f"{ids[i]}~{n}", " ".join(f"{d}~{n}" for d in doc_ids[i].split(" ")), "duplicate"
+    live = [i for i, d in enumerate(new_drop) if not d]
+    if len(live) > 1:
+        keep = min(live, key=lambda i: new_id[i])
+        new_drop = [d if (d or i == keep) else "duplicate" for i, d in enumerate(new_drop)]
+    if new_drop == drops and new_id == ids:
         return group
-    keep = min(live, key=lambda i: ids[i])
-    new_drop = [d if (d or i == keep) else "duplicate" for i, d in enumerate(drops)]
-    dup = np.array([d == "duplicate" for d in new_drop])
+    dup = [d != o for d, o in zip(new_drop, drops)]
     text = pa.array(["" if x else t for x, t in zip(dup, group.column("text").to_pylist())], pa.string())
     toks = pa.array([[] if x else t for x, t in zip(dup, group.column("input_ids").to_pylist())],
                     pa.list_(pa.int32()))
-    group = group.set_column(group.schema.get_field_index("drop"), "drop", pa.array(new_drop, pa.string()))
-    group = group.set_column(group.schema.get_field_index("text"), "text", text)
-    return group.set_column(group.schema.get_field_index("input_ids"), "input_ids", toks)
+    for name, values in (("id", pa.array(new_id, pa.string())), ("doc_id", pa.array(new_doc, pa.string())),
+                         ("drop", pa.array(new_drop, pa.string())), ("text", text), ("input_ids", toks)):
+        group = group.set_column(group.schema.get_field_index(name), name, values)
+    return group

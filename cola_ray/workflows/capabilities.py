@@ -13,7 +13,6 @@ distribution. The formulas are in stages/sources.py.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,9 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cola_ray import probes, storage
+from cola_ray.cache import Marker
 from cola_ray.config import CurateConfig, _split
 from cola_ray.errors import UserError
-from cola_ray.stages import cluster, ingest, process, sources
+from cola_ray.pool import Pool
+from cola_ray.stages import cluster, ingest, process, runner, sources
+from cola_ray.stages.base import FunctionStage
 from cola_ray.workflows.common import log
 from cola_ray.workflows.embedding import embed
 
@@ -110,19 +112,17 @@ def embed_probes(cfg: CurateConfig, files: list[ingest.CorpusFile], proc, device
     and the probe files stay the same, so rerunning with other weights costs no forward pass.
     Returns id, source (= capability), text, vector."""
     shard_dir = storage.join(cfg.out, PROBE_SHARDS)
-    marker = storage.join(shard_dir, "_settings.json")
-    settings = json.loads(json.dumps({**fingerprint, "probes": [(f.source, f.uri) for f in files],
-                                      "probe_max_docs": cfg.probe_max_docs}))
-    if not (storage.exists(marker) and storage.read_json(marker) == settings):
+    marker = Marker(storage.join(shard_dir, "_settings.json"))
+    settings = {**fingerprint, "probes": [(f.source, f.uri) for f in files], "probe_max_docs": cfg.probe_max_docs}
+    if not marker.matches(settings):
         storage.delete(shard_dir)
         docs = ingest.read_documents(files, cfg.text_field, cfg.probe_max_docs, proc.formatters, proc.qa_first)
-        chunks = docs.map_batches(process.chunk_batch, fn_args=(cfg.model, cfg.seq_len, cfg.min_tokens),
-                                  batch_format="pyarrow", batch_size=64)
+        chunks = runner.run(docs, FunctionStage(process.chunk_batch, args=(cfg.model, cfg.seq_len, cfg.min_tokens),
+                                                batch_size=64))
         for _ in embed(chunks, cfg, device, shard_dir, workers=1).iter_batches(batch_format="pyarrow", batch_size=None):
             pass
-        storage.write_json(marker, settings)
-    table = storage.read_parquet(storage.list_files(shard_dir, ".parquet"), ["id", "source", "text", "vector"],
-                                 filter=pc.field("drop") == "").sort_by("id")
+        marker.write(settings)
+    table = Pool.open(shard_dir).read(["source", "text", "vector"])
     empty = sorted({f.source for f in files} - set(table.column("source").to_pylist()))
     if empty:
         raise UserError(f"--probes {empty[0]}=...: no probe text gave a chunk of at least --min-tokens "
@@ -130,17 +130,15 @@ def embed_probes(cfg: CurateConfig, files: list[ingest.CorpusFile], proc, device
     return table
 
 
-def source_samples(shard_uris: list[str], ledger: pa.Table, seed: int) -> pa.Table:
+def source_samples(pool: Pool, seed: int) -> pa.Table:
     """A seeded sample of about COVERAGE_SAMPLE embedded chunks per source (id, source, text,
     vector), decided per id like k-means' training sample."""
-    kept = ledger.filter(pc.equal(ledger.column("drop"), ""))
     chosen = []
-    for src in sorted(set(kept.column("source").to_pylist())):
-        ids = kept.filter(pc.equal(kept.column("source"), src)).column("id").to_pylist()
-        frac = min(1.0, COVERAGE_SAMPLE / len(ids))
-        chosen += [i for i, ok in zip(ids, cluster.in_sample(ids, frac, seed)) if ok]
-    return storage.read_parquet(shard_uris, ["id", "source", "text", "vector"],
-                                filter=pc.field("id").isin(chosen)).sort_by("id")
+    for src, n in pool.source_counts().items():
+        if n:
+            ids = pool.only(src).read().column("id").to_pylist()
+            chosen += [i for i, ok in zip(ids, cluster.in_sample(ids, min(1.0, COVERAGE_SAMPLE / n), seed)) if ok]
+    return pool.read(["source", "text", "vector"], ids=chosen).select(["id", "source", "text", "vector"])
 
 
 def _profiles(table: pa.Table, tokenizer) -> dict[str, sources.Profile]:
@@ -154,13 +152,12 @@ def _profiles(table: pa.Table, tokenizer) -> dict[str, sources.Profile]:
     return out
 
 
-def allocate(cfg: CurateConfig, opts: CapabilityOptions, probe_table: pa.Table, shard_uris: list[str],
-             ledger: pa.Table, k: int) -> QuotaResult:
+def allocate(cfg: CurateConfig, opts: CapabilityOptions, probe_table: pa.Table, pool: Pool, k: int) -> QuotaResult:
     """Coverage of every source for every capability, and each source's share of k."""
     from cola_ray.models import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    samples = source_samples(shard_uris, ledger, cfg.seed)
+    samples = source_samples(pool, cfg.seed)
     src_profiles = _profiles(samples, tokenizer)
     by_capability = _profiles(probe_table, tokenizer)
     cap_profiles = {c: by_capability[c] for c in opts.capabilities}
@@ -171,11 +168,10 @@ def allocate(cfg: CurateConfig, opts: CapabilityOptions, probe_table: pa.Table, 
     act = sources.coverage_matrix(src_profiles, cap_profiles, alpha=1.0, center=center).matrix
     tok = sources.token_similarity(np.stack([p.token_counts for p in src_profiles.values()]),
                                    np.stack([p.token_counts for p in cap_profiles.values()]))
-    kept = ledger.filter(pc.equal(ledger.column("drop"), ""))
-    available = {s: int(pc.sum(pc.equal(kept.column("source"), s)).as_py() or 0) for s in cov.sources}
+    counts = pool.source_counts()
+    available = {s: counts.get(s, 0) for s in cov.sources}
     plan = sources.allocate_quotas(cov, opts.weights, k, available, MIN_COVERAGE, TEMPERATURE)
-    everyone = sorted(set(ledger.column("source").to_pylist()))
-    for s in everyone:  # sources with no embedded chunk never had a profile
+    for s in counts:  # sources with no embedded chunk never had a profile
         if s not in plan.quotas:
             plan.quotas[s] = 0
             plan.excluded[s] = "no chunk survived processing"
@@ -211,13 +207,12 @@ def manifest_section(cfg: CurateConfig, opts: CapabilityOptions, res: QuotaResul
     }
 
 
-def plot(cfg: CurateConfig, res: QuotaResult, shard_uris: list[str], selected: pa.Table) -> str:
+def plot(cfg: CurateConfig, res: QuotaResult, pool: Pool, selected: pa.Table) -> str:
     """activation_space.png under --out: candidates (the coverage samples), probes and the
     selected chunks in a 2-D PCA of the projected activation space."""
     from cola_ray.report import activation_space_png
 
-    chosen = storage.read_parquet(shard_uris, ["id", "source", "vector"],
-                                  filter=pc.field("id").isin(selected.column("id"))).sort_by("id")
+    chosen = pool.read(["source", "vector"], ids=selected.column("id").to_pylist())
     png = activation_space_png(
         (cluster.vectors_of(res.samples), res.samples.column("source").to_pylist()),
         (cluster.vectors_of(res.probes), res.probes.column("source").to_pylist()),

@@ -8,6 +8,8 @@ import sys
 import time
 from contextlib import contextmanager
 
+from cola_ray.stages.runner import cpu_budget  # noqa: F401  (the Ray policy lives in the runner)
+
 PACKAGES = ("cola-ray", "ray", "torch", "transformers", "datasets", "faiss-cpu", "faiss-gpu-cu12",
             "pyarrow", "numpy", "llmcompressor", "lm-eval", "compressed-tensors")
 
@@ -36,12 +38,6 @@ def ensure_ray() -> None:
     # own stage lines, progress and summary (the full Ray Data logs stay in the session folder).
     if not os.environ.get("COLA_RAY_VERBOSE"):
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-
-
-def cpu_budget() -> int:
-    import ray
-
-    return max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
 
 
 def package_versions() -> dict[str, str]:

@@ -15,12 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cola_ray import storage
+from cola_ray.cache import cached_json
 from cola_ray.config import CurateConfig, _split
 from cola_ray.errors import UserError
-from cola_ray.stages import neardup, process
+from cola_ray.stages import neardup, process, runner
+from cola_ray.stages.base import FunctionStage
 from cola_ray.stages.filters import FilterConfig
 from cola_ray.stages.formatting import DEFAULT_TEMPLATE, QAFormatter
-from cola_ray.workflows.common import cpu_budget, log
+from cola_ray.workflows.common import log
 
 NEAR_DUPS = "work/near_duplicates.json"
 _OFF = ("off", "false", "no", "none")  # YAML reads a bare `off` as false
@@ -89,11 +91,9 @@ def find_near_duplicates(docs, proc: Processing) -> dict[str, str]:
     """doc_id -> 'near_duplicate' | 'duplicate' over the whole corpus (neardup.py's steps on Ray
     Data: signatures per batch, one row per LSH band, grouped by bucket, pairs to the driver)."""
     threshold = proc.near_dup_threshold
-    buckets = (docs.map_batches(process.surviving_documents, fn_args=(proc.quality,), batch_format="pyarrow",
-                                batch_size=64)
-               .map_batches(neardup.bucket_rows, fn_args=(threshold,), batch_format="pyarrow"))
-    pairs = buckets.groupby("bucket", num_partitions=min(200, 2 * cpu_budget())).map_groups(
-        neardup.bucket_pairs, fn_args=(threshold,), batch_format="pyarrow")
+    survivors = runner.run(docs, FunctionStage(process.surviving_documents, args=(proc.quality,), batch_size=64))
+    buckets = runner.run(survivors, FunctionStage(neardup.bucket_rows, args=(threshold,)))
+    pairs = runner.run_grouped(buckets, "bucket", FunctionStage(neardup.bucket_pairs, args=(threshold,)))
     found = []
     for batch in pairs.iter_batches(batch_format="pyarrow", batch_size=None):
         found += zip(batch.column("a").to_pylist(), batch.column("b").to_pylist(), batch.column("exact").to_pylist())
@@ -104,15 +104,12 @@ def near_duplicates(cfg: CurateConfig, docs, proc: Processing, fingerprint: dict
     """find_near_duplicates, remembered under --out: a resumed run must not pay for it twice."""
     if proc.near_dup_threshold <= 0:
         return {}
-    uri = storage.join(cfg.out, NEAR_DUPS)
-    if storage.exists(uri):
-        cached = storage.read_json(uri)
-        if cached.get("fingerprint") == fingerprint:
-            return cached["drops"]
-    drops = find_near_duplicates(docs, proc)
-    storage.write_json(uri, {"fingerprint": fingerprint, "drops": drops})
-    log(f"near-dedup: {len(drops)} document(s) to drop (threshold {proc.near_dup_threshold})")
-    return drops
+    def compute() -> dict[str, str]:
+        drops = find_near_duplicates(docs, proc)
+        log(f"near-dedup: {len(drops)} document(s) to drop (threshold {proc.near_dup_threshold})")
+        return drops
+
+    return cached_json(storage.join(cfg.out, NEAR_DUPS), fingerprint, compute)
 
 
 def manifest_section(proc: Processing, drops: dict[str, str]) -> dict:

@@ -1,61 +1,177 @@
-"""Apply a registry selector to a curate pool and write the calibration set + its manifest.
+"""The one selection path: pool -> (per-source quotas) -> any registry selector -> calibration set.
 
-Used by `cola-ray curate --selector NAME` (any selector but the default `cola`, whose path in
-curate.py is unchanged) and by the sweep, which curates one pool per seed and applies every
-selector to it. Output layout under `out`: calibration.jsonl (selectors/output.py) and
-manifest.json (written last: a manifest means a complete selection).
+`choose` applies a selector to a pool. Without quotas it runs once with k; with stage-1 quotas
+(source -> samples) it runs once per source that has a quota, on that source's view of the pool
+with k = its quota, so `--capabilities` works with every selector. The per-source selections
+are concatenated in source-name order, their `cluster` column (a cluster id or a rank) offset
+by the quotas before them, so ids stay unique and each source's rows stay together.
+
+`write_selection` writes calibration.jsonl (selectors/output.py) and the selector's artifacts;
+`manifest` builds the one manifest shape every selector gets. Used by `cola-ray curate` and by
+the sweep, which applies every selector with every seed to its pools.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import time
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cola_ray import storage
-from cola_ray.config import CurateConfig
-from cola_ray.selectors import Pool, SelectorContext, calibration_lines, get_selector
-from cola_ray.stages import activations
-from cola_ray.workflows.clustering import target_k
-from cola_ray.workflows.common import RunClock, package_versions
+from cola_ray.errors import UserError
+from cola_ray.pool import Pool
+from cola_ray.selectors import Selection, Selector, SelectorContext, calibration_lines
+
+MANIFEST_VERSION = 2  # 1: before the one selection path (cola's `kmeans` / others' `selector` sections)
 
 
-def select_and_write(cfg: CurateConfig, selector: str, shard_uris: list[str], out: str, work_dir: str | None,
-                     clock: RunClock | None = None, extra: dict | None = None) -> dict:
-    """Run `selector` on the pool in `shard_uris`, write `out`/calibration.jsonl and
-    `out`/manifest.json; return the manifest. `work_dir`: the selector's cache folder (shared
-    by every selector and seed over one pool, e.g. perplexity scores)."""
+def target_k(num_samples: int, n_embedded: int, allow_fewer: bool) -> int:
+    if n_embedded == 0:
+        raise UserError("--corpus: no chunk survived processing; nothing to select")
+    if n_embedded < num_samples:
+        if not allow_fewer:
+            raise UserError(f"--num-samples {num_samples}: only {n_embedded} candidate chunks survived processing "
+                            f"(pass --allow-fewer to select them all)")
+        return n_embedded
+    return num_samples
+
+
+def choose(pool: Pool, spec: Selector, k: int, ctx: SelectorContext, quotas: dict[str, int] | None = None) -> Selection:
+    """`spec` applied to `pool` (k rows), or to each source's view with k = its quota."""
+    if quotas is None:
+        return spec.select(pool, k, ctx)
+    groups = [(s, q) for s, q in sorted(quotas.items()) if q > 0]
+    parts, offset = [], 0
+    for source, q in groups:
+        parts.append((source, q, offset, spec.select(pool.only(source), q, ctx)))
+        offset += q
+    return _combine(spec, parts)
+
+
+def _offset(table: pa.Table, offset: int) -> pa.Table:
+    if "cluster" not in table.column_names or offset == 0:
+        return table
+    i = table.schema.get_field_index("cluster")
+    col = table.column(i)
+    shifted = pc.if_else(pc.greater_equal(col, 0), pc.add(col, pa.scalar(offset, col.type)), col)
+    return table.set_column(i, "cluster", shifted)
+
+
+def _combine(spec: Selector, parts: list[tuple[str, int, int, Selection]]) -> Selection:
+    table = pa.concat_tables([_offset(sel.table, off) for _, _, off, sel in parts])
+    artifacts = {}
+    for name in parts[0][3].artifacts if parts else ():
+        values = [(off, sel.artifacts[name]) for _, _, off, sel in parts]
+        artifacts[name] = (np.vstack([v for _, v in values]) if isinstance(values[0][1], np.ndarray)
+                           else pa.concat_tables([_offset(v, off) for off, v in values]))
+    groups = [(s, q, off, sel.details) for s, q, off, sel in parts]
+    details = (spec.merge_details(groups) if spec.merge_details
+               else {"groups": [{"source": s, "k": q, **d} for s, q, _, d in groups]})
+    return Selection(table, details, artifacts)
+
+
+def write_selection(out: str, pool: Pool, selection: Selection) -> tuple[list[str], pa.Table]:
+    """calibration.jsonl (exactly the selected rows, none empty) and the selector's artifacts
+    under `out`; returns the artifact names and the selected chunks (id, text, source, num_tokens)."""
+    ids = selection.table.column("id").to_pylist()
+    if len(set(ids)) != len(ids):
+        raise UserError(f"selection: a chunk was selected twice ({len(ids) - len(set(ids))} repeats)")
+    chunks = pool.read(["text", "source", "num_tokens"], ids=ids)
+    if chunks.num_rows != len(ids) or any(not t for t in chunks.column("text").to_pylist()):
+        raise UserError(f"pool {pool.folder}: selected chunks without text; delete {pool.folder} and rerun")
+    storage.write_text(storage.join(out, "calibration.jsonl"), calibration_lines(selection.table, chunks))
+    names = ["calibration.jsonl"]
+    for name, value in selection.artifacts.items():
+        if isinstance(value, np.ndarray):
+            buf = io.BytesIO()
+            np.save(buf, value.astype(np.float32))
+            storage.write_bytes(storage.join(out, name), buf.getvalue())
+            names.append(name)
+        else:
+            folder = storage.join(out, name)
+            storage.delete(folder)
+            storage.write_parquet(storage.join(folder, "part-0.parquet"), value)
+            names.append(name + "/")
+    return names, chunks
+
+
+def manifest(*, config: dict, model: dict, versions: dict, pool: Pool, spec: Selector, k: int,
+             ctx: SelectorContext, selection: Selection, selected: pa.Table, quotas: dict | None,
+             seconds: float, out: str, timings: dict, artifacts: list[str], device: str | None = None,
+             resume: dict | None = None, processing: dict | None = None, capabilities: dict | None = None) -> dict:
+    """The one manifest shape of a selection (curate runs and sweep sets alike): the same
+    top-level keys for every selector; the selector's own details under `selection`."""
+    params = ctx.params if dataclasses.is_dataclass(ctx.params) else spec.parse_params(ctx.params)
+    return {
+        "kind": "curate",
+        "schema_version": MANIFEST_VERSION,
+        "config": config,
+        "versions": versions,
+        "model": model,
+        "seed": ctx.seed,
+        "device": device,
+        "counts": pool.counts(selected.column("id").to_pylist()),
+        "pool": {"folder": pool.folder, "shards": len(pool.shard_uris), "candidates": len(pool)},
+        "selection": {"selector": spec.name, "description": spec.description, "score": spec.score,
+                      "uses_seed": spec.uses_seed, "params": dataclasses.asdict(params), "k": k,
+                      "quotas": quotas, "seconds": round(seconds, 3), "details": selection.details},
+        "processing": processing,
+        "capabilities": capabilities,
+        "resume": resume,
+        "timings_s": timings,
+        "artifacts": artifacts,
+        "out": out,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def check_manifest(m: dict, uri: str) -> dict:
+    """A manifest of this version, or a one-line refusal naming the file and what to do."""
+    version = m.get("schema_version", 1)
+    if version != MANIFEST_VERSION:
+        raise UserError(f"{uri}: manifest schema v{version}, this cola-ray reads v{MANIFEST_VERSION}; "
+                        f"rerun the command that wrote it with this version")
+    return m
+
+
+def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | None, clock=None, *,
+                     quotas: dict[str, int] | None = None, after=None, capabilities=None, **extra) -> dict:
+    """Apply `spec` to `pool` for the curate config `cfg` (k from --num-samples, quotas when
+    given), write `out`/calibration.jsonl, the selector's artifacts and, last, `out`/manifest.json.
+    `after(selected)` may write more artifacts (returns their names); `capabilities()` gives the
+    manifest's stage-1 section. Returns the manifest."""
     from cola_ray import models
-    from cola_ray.workflows.curate import _counts  # the per-source counts curate reports
+    from cola_ray.workflows.common import RunClock, package_versions
 
     clock = clock or RunClock()
-    spec = get_selector(selector)
-    ledger = storage.read_parquet(shard_uris, list(activations.LEDGER_COLUMNS))
-    n_embedded = sum(1 for d in ledger.column("drop").to_pylist() if not d)
-    k = target_k(cfg, n_embedded)
-    pool = Pool(tuple(shard_uris))
-    with clock(f"select ({selector})"):
-        selection = spec.select(pool, k, SelectorContext.from_curate(cfg, work_dir))
-        chosen = set(selection.column("id").to_pylist())
-        chunks = pool.read(["text", "source", "num_tokens"])
-        chunks = chunks.filter(pa.array([i in chosen for i in chunks.column("id").to_pylist()]))
+    args = cfg.selection_args()
+    k = target_k(args.num_samples, len(pool), args.allow_fewer)
+    ctx = SelectorContext(model=cfg.model, seed=args.seed, seq_len=cfg.seq_len, device=cfg.device, dtype=cfg.dtype,
+                          workers=cfg.workers, batch_size=cfg.batch_size, work_dir=work_dir,
+                          params=spec.parse_params(args.params_for(spec)))
+    t0 = time.perf_counter()
+    with clock(f"select ({spec.name})"):
+        selection = choose(pool, spec, k, ctx, quotas)
+    seconds = time.perf_counter() - t0
     with clock("write"):
-        storage.write_text(storage.join(out, "calibration.jsonl"), calibration_lines(selection, chunks))
-    manifest = {
-        "kind": "curate",
-        "config": {**dataclasses.asdict(cfg), "selector": selector},
-        "versions": package_versions(),
-        "model": dataclasses.asdict(models.model_identity(cfg.model)),
-        "seed": cfg.seed,
-        "counts": _counts(ledger, chunks),
-        "selector": {"name": selector, "description": spec.description, "score": spec.score,
-                     "uses_seed": spec.uses_seed, "params": spec.params, "k": k},
-        "pool": {"shards": len(shard_uris), "candidates": n_embedded,
-                 "folder": shard_uris[0].rsplit("/", 1)[0] if shard_uris else None},
-        **(extra or {}),
-        "timings_s": clock.timings,
-        "artifacts": ["calibration.jsonl"],
-        "out": out,
-    }
-    storage.write_json(storage.join(out, "manifest.json"), manifest)
-    return manifest
+        artifacts, selected = write_selection(out, pool, selection)
+        if after is not None:
+            artifacts += after(selected)
+    m = manifest(config={**dataclasses.asdict(cfg), "selector": spec.name}, model=dataclasses.asdict(
+                 models.model_identity(cfg.model)), versions=package_versions(), pool=pool, spec=spec, k=k, ctx=ctx,
+                 selection=selection, selected=selected, quotas=quotas, seconds=seconds, out=out,
+                 timings=clock.timings, artifacts=artifacts + [pool_artifact(pool, out)],
+                 capabilities=capabilities() if capabilities else None, **extra)
+    storage.write_json(storage.join(out, "manifest.json"), m)  # last: marks completion
+    return m
+
+
+def pool_artifact(pool: Pool, out: str) -> str:
+    """The pool's folder as the manifest names it: relative to `out` when inside it."""
+    folder = pool.folder
+    prefix = out.rstrip("/") + "/"
+    return folder[len(prefix):] + "/" if folder.startswith(prefix) else folder

@@ -35,6 +35,7 @@ import os
 import time
 
 from cola_ray import storage
+from cola_ray.cache import Marker, canonical
 from cola_ray.config import CurateConfig, SweepConfig
 from cola_ray.errors import UserError
 from cola_ray.selectors import get_selector
@@ -136,6 +137,11 @@ def check_components(cfg: SweepConfig) -> None:
     from cola_ray.compress import get_recipe
     from cola_ray.evaluate import get_suite
 
+    for name in cfg.selectors:
+        try:
+            get_selector(name)
+        except UserError as e:
+            raise UserError(f"--selectors: {e}") from None
     for name in cfg.recipe_params:
         get_recipe(name)
     for name in cfg.recipes:
@@ -150,27 +156,13 @@ def check_settings(cfg: SweepConfig, base: CurateConfig) -> dict:
     settings.update(model=base.model, curate={k: v for k, v in dataclasses.asdict(base).items()
                                               if k not in ("out", "seed", "selector", "config", "workers",
                                                            "batch_size", "device")})
-    settings = json.loads(json.dumps(settings, default=str))
-    uri = storage.join(cfg.out, "sweep.json")
-    if storage.exists(uri):
-        changed = _changed(storage.read_json(uri), settings)
-        if changed:
-            raise UserError(f"--out {cfg.out}: holds a sweep with other settings ({', '.join(changed)}); "
-                            f"use another --out")
-    storage.write_json(uri, settings)
-    return settings
-
-
-def _changed(old: dict, new: dict) -> list[str]:
-    """Settings whose values differ. An option the old sweep did not know (a newer cola-ray's new
-    curate option, at its default) is not a change; an option that disappeared is."""
-    out = []
-    for k in sorted(old.keys() | new.keys()):
-        if k == "curate" and isinstance(old.get(k), dict) and isinstance(new.get(k), dict):
-            out += [f"curate.{c}" for c in sorted(old[k]) if new[k].get(c) != old[k][c]]
-        elif k in old and old.get(k) != new.get(k):
-            out.append(k)
-    return out
+    marker = Marker(storage.join(cfg.out, "sweep.json"))
+    differences = marker.differences(settings)
+    if differences:
+        raise UserError(f"--out {cfg.out}: holds a sweep with other settings ({', '.join(differences)}); "
+                        f"use another --out")
+    marker.write(settings)
+    return canonical(settings)
 
 
 def finished(specs: list[dict]) -> dict[str, dict]:
@@ -188,6 +180,7 @@ def finished(specs: list[dict]) -> dict[str, dict]:
 def build_calibration_sets(cfg: SweepConfig, base: CurateConfig, todo: list[dict], clock: RunClock) -> None:
     """Curate one pool per seed that a pending trial needs, then write every needed selector's
     set from it (sets already written, with their manifest, are reused)."""
+    from cola_ray.pool import Pool
     from cola_ray.workflows.curate import SHARDS, run_curate
     from cola_ray.workflows.selection import select_and_write
 
@@ -201,19 +194,16 @@ def build_calibration_sets(cfg: SweepConfig, base: CurateConfig, todo: list[dict
         if not storage.exists(storage.join(pool_out, "manifest.json")):
             with clock(f"curate pool (seed {pool_seed})"):
                 run_curate(pool_cfg)
-        shards = storage.list_files(storage.join(pool_out, SHARDS), ".parquet")
+        pool = Pool.open(storage.join(pool_out, SHARDS))
         for label, spec in sorted(needed[pool_seed].items()):
             target = spec["calibration"]
             if storage.exists(storage.join(target, "manifest.json")):
                 continue
-            if spec["selector"] == "cola" and spec["seed"] == pool_seed:  # curate's own selection: copy it
-                for name in ("calibration.jsonl", "manifest.json"):
-                    storage.write_bytes(storage.join(target, name), storage.read_bytes(storage.join(pool_out, name)))
-                continue
             log(f"selecting {label} from the seed-{pool_seed} pool")
             with clock(f"select {label}"):
-                select_and_write(dataclasses.replace(pool_cfg, seed=spec["seed"]), spec["selector"], shards, target,
-                                 storage.join(pool_out, "work", "selectors"), extra={"pool_out": pool_out})
+                select_and_write(dataclasses.replace(pool_cfg, seed=spec["seed"], selector=spec["selector"]),
+                                 get_selector(spec["selector"]), pool, target,
+                                 storage.join(pool_out, "work", "selectors"))
 
 
 def run_tune(cfg: SweepConfig, todo: list[dict]) -> None:
@@ -279,6 +269,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
         artifacts = write_report(cfg.out, records, settings)
     manifest = {
         "kind": "sweep",
+        "schema_version": 2,  # 1: before the one selection path (its sets' manifests are still read)
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "settings": settings,
         "versions": package_versions(),

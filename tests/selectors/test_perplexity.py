@@ -22,7 +22,7 @@ def _ctx(model, work_dir):
 @pytest.fixture(scope="module")
 def picks(ray_session, tiny_llama, pool, tmp_path_factory):
     work = tmp_path_factory.mktemp("ppl-work")
-    return {name: get_selector(name).select(pool, K, _ctx(tiny_llama, work))
+    return {name: get_selector(name).select(pool, K, _ctx(tiny_llama, work)).table
             for name in ("perplexity", "perplexity-low", "perplexity-high")}, work
 
 
@@ -30,9 +30,10 @@ def test_scores_are_cached_and_match_a_direct_forward_pass(picks, pool, tiny_lla
     _, work = picks
     scores = storage.read_parquet([str(work / SCORES_FILE)])
     assert scores.num_rows == pool.read().num_rows  # every kept candidate, nothing else
-    scorer = PerplexityScorer(str(tiny_llama), seq_len=64, device="cpu", dtype="auto", batch_size=3)
+    scorer = PerplexityScorer(model=str(tiny_llama), seq_len=64, device="cpu", dtype="auto", micro_batch_size=3)
+    scorer.setup()
     sample = pool.read(["text"]).slice(0, 5)
-    direct = scorer(sample).column("nll").to_numpy()
+    direct = scorer.process(sample).column("nll").to_numpy()
     cached = scores.slice(0, 5).column("nll").to_numpy()
     np.testing.assert_allclose(direct, cached, rtol=1e-4)
     assert np.all(np.isfinite(scores.column("nll").to_numpy()))

@@ -7,8 +7,10 @@ from tests import tinymodels
 
 
 def _extractor(model_dir, tmp_path, layers="all", batch_size=4):
-    return ActivationExtractor(model=str(model_dir), layers=layers, proj_dim=16, seed=0, device="cpu",
-                               dtype="float32", batch_size=batch_size, shard_dir=str(tmp_path / "shards"))
+    ex = ActivationExtractor(model=str(model_dir), layers=layers, proj_dim=16, seed=0, device="cpu",
+                             dtype="float32", micro_batch_size=batch_size, shard_dir=str(tmp_path / "shards"))
+    ex.setup()
+    return ex
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +41,10 @@ def test_forward_stops_after_deepest_chosen_layer(tmp_path, tiny_llama):
     ran = []
     from cola_ray.models import find_decoder_layers
 
-    blocks = find_decoder_layers(ex.model)
+    blocks = find_decoder_layers(ex.lm)
     for i, block in enumerate(blocks):
         block.register_forward_pre_hook(lambda *_a, i=i: ran.append(i))  # runs before ours raises
-    ex.model.lm_head.register_forward_pre_hook(lambda *_a: ran.append("lm_head"))
+    ex.lm.lm_head.register_forward_pre_hook(lambda *_a: ran.append("lm_head"))
     ex.embed([list(range(5, 20))])
     assert ran == [0, 1]
 
@@ -52,7 +54,7 @@ def test_non_finite_chunks_are_dropped_and_counted(tmp_path, tiny_llama):
 
     ex = _extractor(tiny_llama, tmp_path)
     with torch.no_grad():
-        ex.model.get_input_embeddings().weight[99] = float("inf")
+        ex.lm.get_input_embeddings().weight[99] = float("inf")
     batch = pa.table({
         "id": ["a#0", "b#0", "c#0"], "doc_id": ["a", "b", "c"], "source": ["s"] * 3,
         "text": ["x", "y", ""], "input_ids": [[5, 6, 7, 8], [5, 99, 7], []],
@@ -60,7 +62,7 @@ def test_non_finite_chunks_are_dropped_and_counted(tmp_path, tiny_llama):
     }, schema=pa.schema([("id", pa.string()), ("doc_id", pa.string()), ("source", pa.string()),
                          ("text", pa.string()), ("input_ids", pa.list_(pa.int32())),
                          ("num_tokens", pa.int32()), ("drop", pa.string())]))
-    ledger = ex(batch)
+    ledger = ex.process(batch)
     assert ledger.column("drop").to_pylist() == ["", "non_finite", "too_short"]
     shard = __import__("pyarrow.parquet", fromlist=["x"]).read_table(next((tmp_path / "shards").glob("*.parquet")))
     vectors = shard.column("vector").to_pylist()

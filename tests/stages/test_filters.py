@@ -6,7 +6,6 @@ import sysconfig
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cola_ray.errors import UserError
@@ -97,23 +96,3 @@ def test_bad_config_is_user_error():
         FilterConfig(max_digit_ratio=1.5)
     with pytest.raises(UserError, match="top_ngram_size"):
         FilterConfig(top_ngram_size=0)
-
-
-def test_batch_api_filters_rows_and_counts_reasons(qf):
-    good = news_texts()[:3]
-    texts = good + ["hi", "0123456789" * 100]
-    batch = {"text": np.array(texts, dtype=object), "id": np.arange(5), "source": ["n"] * 5}
-    kept, counts = qf.filter_batch(batch)
-    assert list(kept["text"]) == good
-    assert kept["id"].tolist() == [0, 1, 2]
-    assert kept["source"] == ["n"] * 3
-    assert counts == Counter({"kept": 3, "too_short": 1, "non_text": 1})
-
-    annotated = qf(batch)  # map_batches form
-    assert annotated["drop_reason"].tolist() == ["", "", "", "too_short", "non_text"]
-    assert annotated["id"] is batch["id"]
-
-
-def test_missing_text_column_is_user_error(qf):
-    with pytest.raises(UserError, match="'body'"):
-        qf.filter_batch({"text": ["x"]}, text_column="body")

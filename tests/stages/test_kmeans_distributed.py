@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from bench.synthetic import SyntheticBlobs
 from cola_ray.errors import UserError
 from cola_ray.stages import cluster, select
-from cola_ray.stages.kmeans_distributed import (SyntheticBlobs, VectorShards, assign,
-                                                distributed_kmeans)
+from cola_ray.stages.kmeans_distributed import VectorShards, assign, distributed_kmeans
 
 K = 32
 # 20k x 16 rows around 32 well-separated blobs, generated in 2500-row chunks.

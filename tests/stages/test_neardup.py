@@ -11,10 +11,10 @@ import pytest
 
 from cola_ray.errors import UserError
 from cola_ray.stages.neardup import (
-    NearDedup, drop_from_pairs, estimated_jaccard, explode_buckets, lsh_band_keys, lsh_params,
-    minhash_signatures, near_duplicate_pairs, resolve_near_duplicates, shingles,
+    drop_from_pairs, explode_buckets, lsh_band_keys, lsh_params, minhash_signatures, near_duplicate_pairs, shingles,
 )
 from tests.conftest import news_texts
+from tests.stages.neardup_reference import NearDedup, estimated_jaccard, resolve_near_duplicates
 
 THRESHOLD = 0.8
 

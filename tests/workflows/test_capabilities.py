@@ -130,13 +130,17 @@ def test_general_run_selects_exactly_the_quotas(general_run):
     quotas = caps["quotas"]
     assert sum(quotas.values()) == 12 and quotas["code"] > 0 and quotas["news"] > 0
     assert _selected(out) == {s: q for s, q in quotas.items() if q}
-    assert {g["source"]: g["k"] for g in manifest["kmeans"]["groups"]} == {s: q for s, q in quotas.items() if q}
+    assert {g["source"]: g["k"] for g in manifest["selection"]["details"]["groups"]} == {s: q for s, q in quotas.items() if q}
     assert np.load(out / "centroids.npy").shape == (12, 16)
     emb = pq.read_table(out / "embeddings").to_pylist()
-    assert len(emb) == manifest["counts"]["embedded"]
-    for row in emb:  # every chunk sits in a cluster of its own source's group (or none)
-        if quotas[row["source"]] == 0:
-            assert row["cluster"] == -1
+    with_quota = {s for s, q in quotas.items() if q}
+    assert len(emb) == sum(v["embedded"] for s, v in manifest["counts"]["per_source"].items() if s in with_quota)
+    groups = {g["source"]: g for g in manifest["selection"]["details"]["groups"]}
+    offsets, start = {}, 0
+    for s in sorted(groups):
+        offsets[s], start = start, start + groups[s]["k"]
+    for row in emb:  # every clustered chunk sits in a cluster of its own source's group
+        assert offsets[row["source"]] <= row["cluster"] < offsets[row["source"]] + groups[row["source"]]["k"]
     summary = curate_summary(manifest)
     assert "coverage (general deployment):" in summary and "quota" in summary
     assert (out / "activation_space.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -210,3 +214,18 @@ def test_options_resolve_weights_and_built_in_probe_sets():
         lines = Path(opts.probe_uris[cap][0]).read_text().splitlines()
         assert len(lines) > 50 and all(json.loads(line)["text"].strip() for line in lines)
     assert parse_options(CurateConfig()) is None
+
+
+@pytest.mark.parametrize("selector", ["random", "lexical"])
+def test_every_selector_draws_exactly_the_quotas(general_run, selector, tiny_llama, corpora, tmp_path):
+    """COLA's source selection is applied by the selection layer for any selector: the same
+    pool (reused, nothing embedded again), the same quotas, another way to pick within them."""
+    out = tmp_path / selector
+    shutil.copytree(general_run[0] / "work", out / "work")
+    manifest = run_curate(_cfg(tiny_llama, corpora, out, selector=selector))
+    quotas = manifest["capabilities"]["quotas"]
+    assert quotas == general_run[1]["capabilities"]["quotas"] and manifest["resume"]["rows_new"] == 0
+    assert _selected(out) == {s: q for s, q in quotas.items() if q}
+    assert manifest["selection"]["quotas"] == quotas and manifest["selection"]["selector"] == selector
+    assert set(manifest) == set(general_run[1])  # one manifest shape for every selector
+    assert "coverage (general deployment):" in curate_summary(manifest)

@@ -61,7 +61,7 @@ def test_outputs_follow_the_contract(reference_run):
     assert counts["per_source"]["news"]["documents"] == 32
     assert counts["selected"] == 8 == sum(s["selected"] for s in counts["per_source"].values())
     assert on_disk["model"]["weights_sha256"] and on_disk["versions"]["ray"]
-    assert on_disk["kmeans"]["objective"] > 0 and on_disk["timings_s"]
+    assert on_disk["selection"]["details"]["objective"] > 0 and on_disk["timings_s"]
     # every selected chunk is its cluster's member nearest the centroid
     for row in calib:
         members = emb.filter(np.array(emb.column("cluster").to_pylist()) == row["cluster"]).to_pylist()
@@ -126,7 +126,7 @@ def _bert(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing-model", "not-causal", "no-files", "no-field", "corrupt",
-                                  "unwritable", "too-few"])
+                                  "unwritable", "too-few", "layers", "seq-len"])
 def test_bad_input_is_one_line_and_no_manifest(case, ray_session, tiny_llama, corpus, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["curate", "--model", str(tiny_llama), "--corpus", str(corpus / "news.jsonl"), "--out", str(out),
@@ -151,7 +151,59 @@ def test_bad_input_is_one_line_and_no_manifest(case, ray_session, tiny_llama, co
         args[6], expect = str(out), "not writable"
     elif case == "too-few":
         args[-1], expect = "100000", "--num-samples 100000: only"
+    elif case == "layers":  # refused before anything heavy starts, not from inside an actor
+        args += ["--layers", "0,99"]
+        expect = "--layers '0,99': layer 99 out of range for a 4-layer model"
+    elif case == "seq-len":
+        args[8], expect = "100000", "--seq-len 100000: longer than --model"
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("cola-ray: error: ") and expect in err[-1], err[-1]
     assert not (out / "manifest.json").exists()
+
+
+@pytest.fixture(scope="module")
+def repeated_run(ray_session, tiny_llama, tmp_path_factory):
+    """A crawl-like corpus: one document three times in one source, one in two sources."""
+    root = tmp_path_factory.mktemp("repeated")
+    news, code = news_texts()[70:82], [t[:900] for t in code_texts(4)]
+    _write_jsonl(root / "news.jsonl", news + [news[0], news[0], news[3]])
+    _write_jsonl(root / "more.jsonl", news[3:6] + [code[0]])
+    _write_jsonl(root / "code.jsonl", code)
+    out = root / "out"
+    args = ["curate", "--model", str(tiny_llama), "--out", str(out), "--seq-len", "64", "--min-tokens", "8",
+            "--num-samples", "10", "--proj-dim", "16"]
+    for name in ("news", "more", "code"):
+        args += ["--corpus", str(root / f"{name}.jsonl")]
+    return out, args + ["--selector", "random"]
+
+
+def test_repeated_documents_are_counted_duplicates_and_never_selected_twice(repeated_run, capsys):
+    out, args = repeated_run
+    assert main(args) == 0
+    rows = [json.loads(x) for x in (out / "calibration.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all(r["text"] for r in rows) and len({r["id"] for r in rows}) == 10
+    c = json.loads((out / "manifest.json").read_text())["counts"]
+    assert c["per_source"]["news"]["documents"] == 15  # every copy read is a document ...
+    assert c["duplicates"] >= 3  # ... and the copies, within and across sources, exact duplicates
+    led = pq.read_table(out / SHARDS, columns=["id"]).column("id").to_pylist()
+    assert len(led) == len(set(led))  # chunk ids are unique in the pool
+    assert "selector: random" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("selector", ["cola", "random-stratified", "lexical", "perplexity"])
+def test_every_selector_writes_k_rows_one_manifest_shape_and_a_summary(repeated_run, selector, capsys):
+    """Same pool (resumed: nothing embedded again), any selector: k rows, the same manifest
+    keys, the end-of-run summary printed by the CLI."""
+    out, args = repeated_run
+    if not (out / "manifest.json").exists():
+        assert main(args) == 0
+    first = json.loads((out / "manifest.json").read_text())
+    assert main([*args[:-1], selector]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest) == set(first) and manifest["resume"]["rows_new"] == 0
+    assert manifest["selection"]["selector"] == selector and manifest["schema_version"] == 2
+    rows = (out / "calibration.jsonl").read_text().splitlines()
+    assert len(rows) == 10 and all(json.loads(r)["text"] for r in rows)
+    printed = capsys.readouterr().out
+    assert f"selector: {selector}" in printed and "total" in printed and "output:" in printed

@@ -7,9 +7,9 @@ import pytest
 from cola_ray.config import CurateConfig
 from cola_ray.errors import UserError
 from cola_ray.stages.filters import FilterConfig
-from cola_ray.stages.neardup import NearDedup
 from cola_ray.workflows import processing
 from tests.conftest import news_texts
+from tests.stages.neardup_reference import NearDedup
 
 
 def test_filter_options():

@@ -121,10 +121,10 @@ def test_registry_cola_reproduces_curates_selection(sweep):
 
     out, _ = sweep
     pool = Pool(tuple(storage.list_files(str(out / "pool" / "seed-0" / "work" / "activations"), ".parquet")))
-    ctx = SelectorContext(model="unused", seed=0, kmeans_iters=10, kmeans_restarts=2)
-    mine = get_selector("cola").select(pool, 8, ctx).column("id").to_pylist()
-    curated = [r["id"] for r in read_calibration((out / "calibration" / "cola-seed0" / "calibration.jsonl").read_text())]
-    assert mine == curated
+    ctx = SelectorContext(model="unused", seed=0, params={"kmeans_iters": 10, "kmeans_restarts": 2})
+    mine = get_selector("cola").select(pool, 8, ctx).table.column("id").to_pylist()
+    for folder in (out / "pool" / "seed-0", out / "calibration" / "cola-seed0"):  # curate's run and the sweep's set
+        assert mine == [r["id"] for r in read_calibration((folder / "calibration.jsonl").read_text())]
 
 
 def test_curate_selector_flag_uses_the_same_registry(sweep, tiny_llama, corpus, tmp_path, capsys):
@@ -141,7 +141,7 @@ def test_curate_selector_flag_uses_the_same_registry(sweep, tiny_llama, corpus, 
     assert "selector: random" in capsys.readouterr().out
     assert (copy / "calibration.jsonl").read_text() == (out / "calibration" / "random-seed0" / "calibration.jsonl").read_text()
     manifest = json.loads((copy / "manifest.json").read_text())
-    assert manifest["selector"]["name"] == "random" and manifest["resume"]["rows_new"] == 0
+    assert manifest["selection"]["selector"] == "random" and manifest["resume"]["rows_new"] == 0
 
 
 def test_rerun_skips_finished_trials(sweep, tiny_llama, corpus):

@@ -1,0 +1,285 @@
+"""The pool: the one owner of the activation-shard contract.
+
+Everything after the activation pass (selectors, stage-1 coverage, plots, the sweep, scoring)
+reads the candidate pool through this module and nothing else. It owns:
+
+- the **shard schema** (`shard_schema`): one row per chunk that reached the activation pass,
+  kept or dropped (dropped rows keep no payload, so the counts survive in the ledger):
+
+    id          chunk id (`<doc_id>#<index>`), unique in the pool
+    doc_id      document id (`<source>:<content hash>`; a packed sequence: its documents, space-separated)
+    source      the corpus label
+    num_tokens  int32, the chunk's tokens (0: a document dropped whole)
+    drop        '' = kept (embedded), else the reason it was dropped
+    text        the chunk's text ('' when dropped)
+    vector      fixed-size list<float32>[proj_dim], null when dropped
+
+  plus **optional columns** (`OPTIONAL_COLUMNS`: per-chunk statistics that later passes add).
+  Every shard carries `{"version": SCHEMA_VERSION}` under the `cola_ray.pool` key of its
+  Parquet metadata. Version 1 is a shard written before this module existed: same core columns,
+  no metadata, still read. A newer version, or a file without the core columns, is refused with
+  one line naming the file and what to do.
+- the **kept-rows filter** (`KEPT`): nobody else spells `drop == ""`;
+- **projected reads** (`Pool.read`): only the columns asked for, kept rows only, sorted by id
+  (the pool's only order, so results never depend on sharding or arrival order); every column
+  but `text` is read from storage once per Pool and then served from memory (text can be the
+  bulk of a pool, so it is read on demand, optionally for a few ids only);
+- the **ledger** (`Pool.ledger`: the small per-row columns of kept and dropped rows), the
+  per-source counts of the manifest (`Pool.counts`) and the resume ledger (`Pool.ids`: every
+  chunk already embedded). A curate run hands the ledger rows its actors return straight to the
+  Pool (`Pool(uris, ledger=...)`) instead of reading them back from storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cola_ray import storage
+from cola_ray.errors import UserError
+
+SCHEMA_VERSION = 2
+META_KEY = b"cola_ray.pool"
+LEDGER_COLUMNS = ("id", "doc_id", "source", "num_tokens", "drop")
+CORE_COLUMNS = (*LEDGER_COLUMNS, "text", "vector")
+KEPT = pc.field("drop") == ""
+# Optional per-chunk columns (name -> Arrow type) a shard may carry beyond the core ones; a
+# reader asking for one that a shard lacks gets nulls for that shard's rows.
+OPTIONAL_COLUMNS: dict[str, pa.DataType] = {}
+
+
+def shard_schema(proj_dim: int, optional: Sequence[str] = ()) -> pa.Schema:
+    fields = [pa.field("id", pa.string()), pa.field("doc_id", pa.string()), pa.field("source", pa.string()),
+              pa.field("num_tokens", pa.int32()), pa.field("drop", pa.string()), pa.field("text", pa.string()),
+              pa.field("vector", pa.list_(pa.float32(), proj_dim))]
+    fields += [pa.field(name, OPTIONAL_COLUMNS[name]) for name in optional]
+    return pa.schema(fields, metadata={META_KEY: json.dumps({"version": SCHEMA_VERSION}).encode()})
+
+
+def make_shard(chunks: pa.Table, drops: list[str], vectors: list, proj_dim: int,
+               optional: dict[str, pa.Array] | None = None) -> pa.Table:
+    """One shard from chunk rows (`id`, `doc_id`, `source`, `num_tokens`, `text`), their final
+    drop reasons and vectors (np arrays, None for dropped rows); sorted by id."""
+    optional = optional or {}
+    texts = chunks.column("text").to_pylist()
+    table = pa.table({
+        "id": chunks.column("id"), "doc_id": chunks.column("doc_id"), "source": chunks.column("source"),
+        "num_tokens": chunks.column("num_tokens").cast(pa.int32()), "drop": pa.array(drops, pa.string()),
+        "text": pa.array([t if not d else "" for t, d in zip(texts, drops)], pa.string()),
+        "vector": pa.array([None if v is None else np.asarray(v, np.float32) for v in vectors],
+                           pa.list_(pa.float32(), proj_dim)),
+        **optional,
+    }, schema=shard_schema(proj_dim, list(optional)))
+    return table.sort_by("id")
+
+
+def write_shard(shard_dir: str, shard: pa.Table) -> str:
+    """Write a shard under a name derived from its rows: a retried batch rewrites the same file."""
+    name = hashlib.sha1("\n".join(shard.column("id").to_pylist()).encode()).hexdigest()[:20]
+    uri = storage.join(shard_dir, f"shard-{name}.parquet")
+    storage.write_parquet(uri, shard)
+    return uri
+
+
+def shard_version(schema: pa.Schema, uri: str) -> int:
+    """The pool schema version of a shard, or a one-line refusal naming it."""
+    missing = [c for c in CORE_COLUMNS if c not in schema.names]
+    if missing:
+        raise UserError(f"{uri}: not a cola-ray activation shard (no column {missing[0]!r}); "
+                        f"delete {uri.rsplit('/', 1)[0]} and rerun")
+    raw = (schema.metadata or {}).get(META_KEY)
+    version = 1 if raw is None else int(json.loads(raw).get("version", 1))
+    if version > SCHEMA_VERSION:
+        raise UserError(f"{uri}: written by a newer cola-ray (pool schema v{version}; this one reads up to "
+                        f"v{SCHEMA_VERSION}): upgrade cola-ray or embed into a new --out")
+    return version
+
+
+class _Store:
+    """What a Pool and its per-source views share: the shard files and the columns read so far."""
+
+    def __init__(self, uris: tuple[str, ...], ledger: pa.Table | None):
+        self.uris = uris
+        self.ledger = None if ledger is None else ledger.select(list(LEDGER_COLUMNS)).sort_by("id")
+        self.kept: pa.Table | None = None  # id + cached columns of the kept rows, sorted by id
+        self.schema: pa.Schema | None = None
+
+    def dataset_schema(self) -> pa.Schema:
+        """The first shard's schema (checked) widened by every optional column, so that
+        shards without an optional column read as nulls instead of failing."""
+        if self.schema is None:
+            import pyarrow.parquet as pq
+
+            fs, path = storage.filesystem(self.uris[0])
+            first = storage.with_retries(f"read the schema of {self.uris[0]}", lambda: pq.read_schema(path, filesystem=fs))
+            shard_version(first, self.uris[0])
+            fields = [first.field(c) for c in CORE_COLUMNS]
+            fields += [pa.field(n, t) for n, t in OPTIONAL_COLUMNS.items()]
+            self.schema = pa.schema(fields)
+        return self.schema
+
+    def read(self, columns: list[str], filter=None) -> pa.Table:
+        if not self.uris:
+            return pa.table({c: pa.array([], self._type(c)) for c in columns})
+        import pyarrow.dataset as pads
+
+        schema = self.dataset_schema()
+        unknown = [c for c in columns if c not in schema.names]
+        if unknown:
+            raise UserError(f"pool {self.folder()}: no column {unknown[0]!r} (columns: {', '.join(schema.names)})")
+        fs, _ = storage.filesystem(self.uris[0])
+        paths = [storage.filesystem(u)[1] for u in self.uris]
+        return storage.with_retries(
+            f"read {len(paths)} activation shard(s) under {self.folder()}",
+            lambda: pads.dataset(paths, schema=schema, format="parquet", filesystem=fs).to_table(
+                columns=columns, filter=filter))
+
+    def _type(self, column: str) -> pa.DataType:
+        return {"num_tokens": pa.int32(), "vector": pa.list_(pa.float32())}.get(column, OPTIONAL_COLUMNS.get(column, pa.string()))
+
+    def folder(self) -> str:
+        return self.uris[0].rsplit("/", 1)[0] if self.uris else "(empty)"
+
+
+class Pool:
+    """The embedded candidate chunks of one curate run (its activation shards), or the view of
+    one source of them (`only`)."""
+
+    def __init__(self, shard_uris: Sequence[str], ledger: pa.Table | None = None, *, _store: _Store | None = None,
+                 _source: str | None = None):
+        self._store = _store or _Store(tuple(sorted(shard_uris)), ledger)
+        self.source = _source
+
+    @classmethod
+    def open(cls, shard_dir: str) -> "Pool":
+        return cls(storage.list_files(shard_dir, ".parquet"))
+
+    @property
+    def shard_uris(self) -> tuple[str, ...]:
+        return self._store.uris
+
+    @property
+    def folder(self) -> str:
+        return self._store.folder()
+
+    def only(self, source: str) -> "Pool":
+        """The view of one source: reads, counts and selections see only its chunks."""
+        return Pool((), _store=self._store, _source=source)
+
+    # -- the ledger: kept and dropped rows, small columns ----------------------------------
+
+    def ledger(self) -> pa.Table:
+        """LEDGER_COLUMNS of every row (kept and dropped), sorted by id."""
+        store = self._store
+        if store.ledger is None:
+            store.ledger = store.read(list(LEDGER_COLUMNS)).sort_by("id")
+            _check_unique(store.ledger, self.folder)
+        return self._view(store.ledger)
+
+    def ids(self) -> set[str]:
+        """Every chunk id already in the pool, kept or dropped (what a resumed run skips)."""
+        return set(self.ledger().column("id").to_pylist())
+
+    def __len__(self) -> int:
+        """Kept (embedded) chunks."""
+        led = self.ledger()
+        return int(pc.sum(pc.equal(led.column("drop"), "")).as_py() or 0)
+
+    def source_counts(self) -> dict[str, int]:
+        """Kept chunks per source (sources whose every chunk was dropped count 0)."""
+        led = self.ledger()
+        kept = led.filter(pc.equal(led.column("drop"), ""))
+        out = {s: 0 for s in sorted(set(led.column("source").to_pylist()))}
+        for s in kept.column("source").to_pylist():
+            out[s] += 1
+        return out
+
+    # -- projected reads of kept rows -------------------------------------------------------
+
+    def read(self, columns: Sequence[str] = (), ids: Sequence[str] | None = None) -> pa.Table:
+        """`id` plus `columns` of the kept chunks (of `ids` only, when given), sorted by id."""
+        wanted = [c for c in dict.fromkeys(columns) if c != "id"]
+        cached = [c for c in wanted if c != "text"]
+        table = self._kept(cached).select(["id", *cached])
+        if ids is not None:
+            table = table.filter(pc.is_in(table.column("id"), pa.array(sorted(set(ids)), pa.string())))
+        if "text" in wanted:
+            texts = self._store.read(["id", "text"], filter=KEPT & pc.field("id").isin(table.column("id"))).sort_by("id")
+            table = table.append_column("text", texts.column("text"))
+        return table.select(["id", *wanted])
+
+    def _kept(self, columns: list[str]) -> pa.Table:
+        store = self._store
+        if store.kept is None:
+            led = self.ledger() if self.source is None else Pool((), _store=store).ledger()
+            store.kept = led.filter(pc.equal(led.column("drop"), "")).select(["id", "source", "num_tokens", "doc_id"])
+        missing = [c for c in columns if c not in store.kept.column_names]
+        if missing:
+            extra = store.read(["id", *missing], filter=KEPT).sort_by("id")
+            if extra.num_rows != store.kept.num_rows:
+                raise UserError(f"pool {self.folder}: shards changed while being read; rerun")
+            for c in missing:
+                store.kept = store.kept.append_column(c, extra.column(c))
+        return self._view(store.kept)
+
+    def _view(self, table: pa.Table) -> pa.Table:
+        return table if self.source is None else table.filter(pc.equal(table.column("source"), self.source))
+
+    def dataset(self, columns: Sequence[str]):
+        """A Ray Dataset of `id` + `columns` of the kept chunks (for actor stages over the pool)."""
+        import ray
+        from ray.data.expressions import col
+
+        wanted = ["id", *[c for c in dict.fromkeys(columns) if c != "id"]]
+        fs, _ = storage.filesystem(self.shard_uris[0])
+        paths = [storage.filesystem(u)[1] for u in self.shard_uris]
+        cond = col("drop") == ""
+        if self.source is not None:
+            cond = cond & (col("source") == self.source)
+        extra = [c for c in ("drop", "source") if c not in wanted]
+        ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(wanted + extra).filter(expr=cond)
+        return ds.drop_columns(extra) if extra else ds
+
+    # -- counts for the manifest -------------------------------------------------------------
+
+    def counts(self, selected: Sequence[str] = ()) -> dict:
+        """Documents, chunks, drops by reason, embedded and selected chunks, overall and per source."""
+        ledger = self.ledger()
+        chosen = set(selected)
+        per_source: dict[str, dict] = {}
+        reasons: dict[str, int] = {}
+        for r in ledger.to_pylist():
+            s = per_source.setdefault(r["source"], {"documents": set(), "chunks": 0, "embedded": 0,
+                                                    "tokens_embedded": 0, "selected": 0})
+            s["documents"].update(r["doc_id"].split(" "))  # a packed sequence names all its documents
+            s["chunks"] += int(r["num_tokens"] > 0)  # a document dropped whole has no tokens
+            if r["drop"]:
+                reasons[r["drop"]] = reasons.get(r["drop"], 0) + 1
+            else:
+                s["embedded"] += 1
+                s["tokens_embedded"] += int(r["num_tokens"])
+                s["selected"] += int(r["id"] in chosen)
+        per_source = {k: {**v, "documents": len(v["documents"])} for k, v in sorted(per_source.items())}
+        return {
+            "documents": sum(s["documents"] for s in per_source.values()),
+            "chunks": sum(s["chunks"] for s in per_source.values()),
+            "dropped": dict(sorted(reasons.items())),
+            "duplicates": reasons.get("duplicate", 0),
+            "embedded": sum(s["embedded"] for s in per_source.values()),
+            "selected": sum(s["selected"] for s in per_source.values()),
+            "per_source": per_source,
+        }
+
+
+def _check_unique(ledger: pa.Table, folder: str) -> None:
+    ids = ledger.column("id")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        counts = pc.value_counts(ids)
+        dup = next(v["values"] for v in counts.to_pylist() if v["counts"] > 1)
+        raise UserError(f"pool {folder}: chunk id {dup!r} occurs more than once (shards of an older cola-ray "
+                        f"that kept repeated documents twice); delete {folder} and rerun")
