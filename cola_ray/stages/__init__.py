@@ -10,6 +10,7 @@
   sources.py            COLA source selection maths: coverage of capabilities, per-source quotas
   cluster.py            k-means (FAISS, one node) and nearest-centroid assignment
   kmeans_distributed.py k-means over Ray actors holding shards of the vectors
+  kmeans_maths.py       its pure maths: exact fixed-point sums, the Lloyd step, the row hash
   select.py             one representative per cluster (nearest its centroid, ties by id)
 
 base.py declares what a stage needs (resources, batch size, columns read and written, per-worker

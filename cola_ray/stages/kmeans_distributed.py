@@ -33,12 +33,12 @@ from ray.actor import ActorHandle
 from ray.data import Dataset
 
 from cola_ray.errors import UserError
+from cola_ray.stages.kmeans_maths import fixed, fixed_exponent, seeded, updated_centroids, vectors_from_arrow
 
 CHUNK_ROWS = 65_536
 """Rows an actor hands to FAISS at once: large enough to amortise the call, small enough that the
 float64/int64 temporaries of one chunk stay in the tens of MB."""
 
-_SPLIT_EPS = 1.0 / 1024  # relative nudge FAISS gives the two halves of a split cluster
 _ID_HASH_KEY = "cola-ray-kmeans!"  # 16-byte SipHash key for pandas' string hashing
 
 
@@ -127,7 +127,7 @@ class _ShardWorker:
             if not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
                 raise UserError(f"id column {id_column!r} must hold strings, not {ids.type}")
             if batch.num_rows:
-                self._add(ids, _vectors_from_arrow(batch.column(vector_column), vector_column))
+                self._add(ids, vectors_from_arrow(batch.column(vector_column), vector_column))
         return self._stats()
 
     def load_chunks(self, source: ChunkSource, chunk_indices: list[int]) -> _ShardStats:
@@ -140,7 +140,7 @@ class _ShardWorker:
         (ties at the cut all kept): the driver's global cut of the union is then exact."""
         if not self._chunks:
             return np.empty(0, np.uint64), np.empty(0, str), np.empty((0, 0), np.float32)
-        keys = _seeded(np.concatenate([c.keys for c in self._chunks]), seed)
+        keys = seeded(np.concatenate([c.keys for c in self._chunks]), seed)
         rows = np.arange(len(keys))
         if len(keys) > size:
             rows = np.flatnonzero(keys <= np.partition(keys, size - 1)[size - 1])
@@ -163,9 +163,9 @@ class _ShardWorker:
         for chunk, labels, dist in self._labelled(centroids):
             order = np.argsort(labels, kind="stable")
             present, starts = np.unique(labels[order], return_index=True)
-            sums[present] += np.add.reduceat(_fixed(chunk.vectors[order], sum_exp), starts, axis=0)
+            sums[present] += np.add.reduceat(fixed(chunk.vectors[order], sum_exp), starts, axis=0)
             counts += np.bincount(labels, minlength=k)
-            cost += int(_fixed(dist, cost_exp).sum())
+            cost += int(fixed(dist, cost_exp).sum())
         return sums, counts, cost
 
     def assign(self, centroids: np.ndarray, cost_exp: int) -> tuple[pa.Table, np.ndarray, int]:
@@ -178,7 +178,7 @@ class _ShardWorker:
                 "id": chunk.ids, "cluster": labels.astype(np.int32),
                 "distance": np.sqrt(np.maximum(dist, 0)).astype(np.float32)}))
             counts += np.bincount(labels, minlength=k)
-            cost += int(_fixed(dist, cost_exp).sum())
+            cost += int(fixed(dist, cost_exp).sum())
         schema = pa.schema([("id", pa.string()), ("cluster", pa.int32()),
                             ("distance", pa.float32())])
         return pa.concat_tables(tables) if tables else schema.empty_table(), counts, cost
@@ -321,7 +321,7 @@ def _train(shards: VectorShards, k: int, seed: int, max_iter: int, tol: float,
     centroids = (_checked_centroids("init", init, k, shards.dim) if init is not None
                  else _kmeans_plus_plus(shards, k, seed, k * sample_per_centroid))
     init_seconds = time.perf_counter() - start
-    sum_exp = _fixed_exponent(shards.max_abs, shards.num_rows)
+    sum_exp = fixed_exponent(shards.max_abs, shards.num_rows)
     objectives: list[float] = []
     reseeded: list[int] = []
     seconds: list[float] = []
@@ -335,7 +335,7 @@ def _train(shards: VectorShards, k: int, seed: int, max_iter: int, tol: float,
         objectives.append(math.ldexp(sum(p[2] for p in parts), -cost_exp))
         spread = math.sqrt(objectives[-1] / (shards.num_rows * shards.dim))
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(step,)))
-        centroids, empty = _updated_centroids(np.sum([p[0] for p in parts], axis=0),
+        centroids, empty = updated_centroids(np.sum([p[0] for p in parts], axis=0),
                                               np.sum([p[1] for p in parts], axis=0), sum_exp,
                                               spread, rng)
         reseeded.append(empty)
@@ -365,51 +365,6 @@ def _kmeans_plus_plus(shards: VectorShards, k: int, seed: int, size: int) -> np.
     return np.ascontiguousarray(centroids, dtype=np.float32)
 
 
-def _updated_centroids(sums: np.ndarray, counts: np.ndarray, sum_exp: int, spread: float,
-                       rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """Lloyd's mean step. Written by hand because FAISS's cluster splitting lives inside its
-    single-node train loop: each empty cluster (in index order) takes half of the then largest
-    one, the two centroids pushed apart by a seeded +-1/1024 of (|c| + rms spread) per axis."""
-    filled = counts > 0
-    centroids = np.zeros(sums.shape, np.float32)
-    means = np.ldexp(sums[filled].astype(np.float64), -sum_exp) / counts[filled][:, None]
-    centroids[filled] = means
-    sizes = counts.astype(np.float64)
-    empty = np.flatnonzero(~filled)
-    for target in empty:
-        source = int(np.argmax(sizes))
-        nudge = (_SPLIT_EPS * (np.abs(centroids[source]) + spread)
-                 * rng.choice([-1.0, 1.0], size=sums.shape[1])).astype(np.float32)
-        centroids[target] = centroids[source] + nudge
-        centroids[source] -= nudge
-        sizes[target] = sizes[source] / 2
-        sizes[source] -= sizes[target]
-    return centroids, len(empty)
-
-
-def _vectors_from_arrow(column: pa.ChunkedArray, name: str) -> np.ndarray:
-    """(rows, dim) float32 from a fixed-size list, list or Ray tensor column, copied so it does
-    not keep the object-store block alive."""
-    array = column.combine_chunks()
-    if array.null_count:
-        raise UserError(f"vector column {name!r} has {array.null_count} null rows")
-    kind = array.type
-    if isinstance(kind, pa.ExtensionType) and hasattr(array, "to_numpy"):  # Ray tensor column
-        values = array.to_numpy()
-        if values.dtype == object or values.ndim != 2:
-            raise UserError(f"vector column {name!r} holds tensors of shape other than (d,)")
-    elif any(test(kind) for test in (pa.types.is_fixed_size_list, pa.types.is_list,
-                                     pa.types.is_large_list)):
-        lengths = np.unique(array.value_lengths().to_numpy())
-        if len(lengths) != 1 or lengths[0] < 1:
-            raise UserError(f"vector column {name!r} has rows of lengths {lengths.tolist()[:5]}; "
-                            "all must have the same length")
-        values = array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), lengths[0])
-    else:
-        raise UserError(f"vector column {name!r} has type {kind}; expected a list of floats")
-    return np.array(values, dtype=np.float32, order="C", copy=True)
-
-
 def _checked_centroids(name: str, centroids: np.ndarray, k: int, dim: int) -> np.ndarray:
     values = np.ascontiguousarray(centroids, dtype=np.float32)
     if values.shape != (k, dim) or k < 1:
@@ -419,38 +374,11 @@ def _checked_centroids(name: str, centroids: np.ndarray, k: int, dim: int) -> np
     return values
 
 
-def _fixed_exponent(bound: float, terms: int) -> int:
-    """Scale 2**e so that `terms` values below `bound`, scaled and truncated to int64, sum below
-    2**62. Integer sums are exact in any order, unlike float sums, which is what makes the result
-    independent of how rows are split across actors. For 10M rows of |x| < 16 that leaves 34 bits
-    below the binary point, finer than float32 resolves such values."""
-    return 62 - math.frexp(bound)[1] - math.ceil(math.log2(terms + 1))
-
-
 def _cost_exponent(shards: VectorShards, centroids: np.ndarray) -> int:
     """Fixed-point scale for objectives: no row is farther than dim * (max|x| + max|c|)^2
     (x2 for float32 rounding)."""
     reach = shards.max_abs + float(np.abs(centroids).max())
-    return _fixed_exponent(2 * shards.dim * reach * reach, shards.num_rows)
-
-
-def _fixed(values: np.ndarray, exponent: int) -> np.ndarray:
-    # Scaling by a power of two is exact in float64; only the truncation to int64 rounds.
-    return np.multiply(values, math.ldexp(1.0, exponent), dtype=np.float64).astype(np.int64)
-
-
-def _seeded(keys: np.ndarray, seed: int) -> np.ndarray:
-    """splitmix64(key ^ splitmix64(seed)): a seed-dependent uniform key per row, by hand because
-    pandas' keyed hash would need the ids re-hashed for every seed."""
-    seed_mix = _splitmix64(np.array([seed % 2**64], np.uint64))
-    return _splitmix64(keys ^ seed_mix)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    return fixed_exponent(2 * shards.dim * reach * reach, shards.num_rows)
 
 
 def _gather(refs: list[ray.ObjectRef]) -> list:
