@@ -26,7 +26,9 @@ from cola_ray.errors import UserError
 from cola_ray.pool import Pool
 from cola_ray.selectors import Selection, Selector, SelectorContext, calibration_lines
 
-MANIFEST_VERSION = 2  # 1: before the one selection path (cola's `kmeans` / others' `selector` sections)
+MANIFEST_VERSION = 2  # 1: before the one selection path (cola's `kmeans` / others' `selector` sections).
+# The only readers of older manifests (a sweep reusing its pools and sets, `sweep --report-only`)
+# read `timings_s` and the calibration.jsonl beside them, which both versions have alike.
 
 
 def target_k(num_samples: int, n_embedded: int, allow_fewer: bool) -> int:
@@ -127,15 +129,6 @@ def manifest(*, config: dict, model: dict, versions: dict, pool: Pool, spec: Sel
         "out": out,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-
-
-def check_manifest(m: dict, uri: str) -> dict:
-    """A manifest of this version, or a one-line refusal naming the file and what to do."""
-    version = m.get("schema_version", 1)
-    if version != MANIFEST_VERSION:
-        raise UserError(f"{uri}: manifest schema v{version}, this cola-ray reads v{MANIFEST_VERSION}; "
-                        f"rerun the command that wrote it with this version")
-    return m
 
 
 def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | None, clock=None, *,
