@@ -167,6 +167,9 @@ def run_curate(cfg: CurateConfig) -> dict:
     # the ledger the actors returned is the pool's ledger: no need to read it back from storage
     pool = Pool(storage.list_files(shard_dir, ".parquet"), ledger=pa.concat_tables(ledgers) if ledgers else None)
     log(f"embedded {len(pool)} chunks ({new_rows} rows new this run, {len(pool.shard_uris)} shards)")
+    if len(pool) == 0:
+        dropped = ", ".join(f"{r}={n}" for r, n in pool.counts()["dropped"].items()) or "no documents read"
+        raise UserError(f"--corpus: no chunk survived processing (dropped: {dropped}); nothing to select")
     k = target_k(cfg.num_samples, len(pool), cfg.allow_fewer)
     quota = None
     if caps:

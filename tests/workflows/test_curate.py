@@ -126,7 +126,7 @@ def _bert(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing-model", "not-causal", "no-files", "no-field", "corrupt",
-                                  "unwritable", "too-few", "layers", "seq-len"])
+                                  "unwritable", "too-few", "layers", "seq-len", "all-empty"])
 def test_bad_input_is_one_line_and_no_manifest(case, ray_session, tiny_llama, corpus, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["curate", "--model", str(tiny_llama), "--corpus", str(corpus / "news.jsonl"), "--out", str(out),
@@ -154,6 +154,10 @@ def test_bad_input_is_one_line_and_no_manifest(case, ray_session, tiny_llama, co
     elif case == "layers":  # refused before anything heavy starts, not from inside an actor
         args += ["--layers", "0,99"]
         expect = "--layers '0,99': layer 99 out of range for a 4-layer model"
+    elif case == "all-empty":  # used to end in a pyarrow traceback from the near-dedup shuffle
+        empty = tmp_path / "empty.jsonl"
+        empty.write_text('{"text": ""}\n' * 5 + '{"text": "   "}\n')
+        args[4], expect = str(empty), "no chunk survived processing (dropped: duplicate=4, empty=2)"
     elif case == "seq-len":
         args[8], expect = "100000", "--seq-len 100000: longer than --model"
     assert main(args) == 2
