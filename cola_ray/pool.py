@@ -216,7 +216,7 @@ class Pool:
     def _kept(self, columns: list[str]) -> pa.Table:
         store = self._store
         if store.kept is None:
-            led = self.ledger() if self.source is None else Pool((), _store=store).ledger()
+            led = Pool((), _store=store).ledger()  # the whole pool's: views share one cache
             store.kept = led.filter(pc.equal(led.column("drop"), "")).select(["id", "source", "num_tokens", "doc_id"])
         missing = [c for c in columns if c not in store.kept.column_names]
         if missing:

@@ -23,6 +23,7 @@ from cola_ray import probes, storage
 from cola_ray.cache import Marker
 from cola_ray.config import CurateConfig, _split
 from cola_ray.errors import UserError
+from cola_ray.hashing import in_sample
 from cola_ray.pool import Pool
 from cola_ray.stages import cluster, ingest, process, runner, sources
 from cola_ray.stages.base import FunctionStage
@@ -137,7 +138,7 @@ def source_samples(pool: Pool, seed: int) -> pa.Table:
     for src, n in pool.source_counts().items():
         if n:
             ids = pool.only(src).read().column("id").to_pylist()
-            chosen += [i for i, ok in zip(ids, cluster.in_sample(ids, min(1.0, COVERAGE_SAMPLE / n), seed)) if ok]
+            chosen += [i for i, ok in zip(ids, in_sample(ids, min(1.0, COVERAGE_SAMPLE / n), seed)) if ok]
     return pool.read(["source", "text", "vector"], ids=chosen).select(["id", "source", "text", "vector"])
 
 
