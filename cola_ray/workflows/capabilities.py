@@ -108,8 +108,8 @@ def parse_options(cfg: CurateConfig) -> CapabilityOptions | None:
 
 
 def embed_probes(cfg: CurateConfig, files: list[ingest.CorpusFile], proc, device: str, fingerprint: dict) -> pa.Table:
-    """Chunk and embed the probe sets like candidates (no filters, dedup or packing: a probe set
-    is taken as given). Their shards are reused while the candidates' settings (`fingerprint`)
+    """Chunk and embed the probe sets like candidates (exact dedup, but no filters, near-dedup or
+    packing: a probe set is taken as given). Their shards are reused while the candidates' settings (`fingerprint`)
     and the probe files stay the same, so rerunning with other weights costs no forward pass.
     Returns id, source (= capability), text, vector."""
     shard_dir = storage.join(cfg.out, PROBE_SHARDS)
@@ -120,6 +120,8 @@ def embed_probes(cfg: CurateConfig, files: list[ingest.CorpusFile], proc, device
         docs = ingest.read_documents(files, cfg.text_field, cfg.probe_max_docs, proc.formatters, proc.qa_first)
         chunks = runner.run(docs, FunctionStage(process.chunk_batch, args=(cfg.model, cfg.seq_len, cfg.min_tokens),
                                                 batch_size=64))
+        # A probe file may repeat a text: the candidates' exact-dedup step keeps pool ids unique.
+        chunks = runner.run_grouped(chunks, "dedup_key", FunctionStage(process.mark_duplicates))
         for _ in embed(chunks, cfg, device, shard_dir, workers=1).iter_batches(batch_format="pyarrow", batch_size=None):
             pass
         marker.write(settings)

@@ -22,6 +22,7 @@ import pytest
 from cola_ray import demo
 from cola_ray.cli import main
 from cola_ray.config import CurateConfig
+from cola_ray.pool import Pool
 from cola_ray.report import curate_summary
 from cola_ray.workflows.curate import SHARDS, run_curate
 from tests.conftest import _write_jsonl
@@ -75,7 +76,8 @@ def corpora(tmp_path_factory):
     _write_jsonl(root / "code.jsonl", code_bodies(slice(-12, None)))
     with open(root / "qa.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in QA)
-    _write_jsonl(root / "code_probes.jsonl", code_bodies(slice(-40, -28)))  # other modules than the source
+    probes = code_bodies(slice(-40, -29))  # other modules than the source
+    _write_jsonl(root / "code_probes.jsonl", probes + probes[:1])  # a repeated probe is one probe
     return root
 
 
@@ -121,6 +123,8 @@ def test_coverage_matrix_ranks_the_matching_source_first(general_run):
         assert max(part, key=lambda s: part[s]["general"]) == "news"
     assert caps["probes"]["general"]["builtin"] and caps["probes"]["code"]["builtin"] is None
     assert all(caps["probes"][c]["chunks"] > 0 for c in ("general", "code"))
+    probe_rows = Pool.open(str(general_run[0] / "work/probes")).ledger().select(["source", "drop"]).to_pylist()
+    assert {"source": "code", "drop": "duplicate"} in probe_rows
 
 
 def test_general_run_selects_exactly_the_quotas(general_run):
@@ -211,8 +215,8 @@ def test_options_resolve_weights_and_built_in_probe_sets():
     assert opts.weights == {"general": 0.2, "code": 0.5, "math": 1.0}
     assert opts.probe_uris["math"] == ["s3://b/gsm8k.jsonl"] and set(opts.builtin) == {"general", "code"}
     for cap in ("general", "code"):
-        lines = Path(opts.probe_uris[cap][0]).read_text().splitlines()
-        assert len(lines) > 50 and all(json.loads(line)["text"].strip() for line in lines)
+        texts = [json.loads(line)["text"] for line in Path(opts.probe_uris[cap][0]).read_text().splitlines()]
+        assert len(texts) > 15 and all(t.strip() for t in texts) and len(set(texts)) == len(texts)
     assert parse_options(CurateConfig()) is None
 
 
