@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from typing import get_origin, get_type_hints
 
-from cola_ray.config import CurateConfig, SweepConfig, base_type, build_config
+from cola_ray.config import CurateConfig, ScoreConfig, SweepConfig, base_type, build_config
 from cola_ray.errors import UserError
 
 
@@ -25,7 +25,7 @@ def _add_flags(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
         elif get_origin(kind) is list:
             parser.add_argument(flag, action="append", default=None, help=help_text,
-                                metavar="URI" if f.name in ("corpus", "calibration_sets") else _singular(f.name.upper()))
+                                metavar="URI" if f.name in ("corpus", "calibration_sets", "calibration") else _singular(f.name.upper()))
         else:
             parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"),
                                 help=help_text, metavar=None if f.metadata.get("choices") else f.name.upper())
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
                            "one trial per CPU slot or GPU); writes results.csv/.parquet, report.md and plots. "
                            "Rerunning with the same --out skips finished trials.")
     _add_flags(sweep, SweepConfig)
+    score = sub.add_parser("score", help="predict how well calibration sets preserve each capability, in seconds",
+                           description="Score calibration sets (calibration.jsonl files or curate folders) against "
+                           "each capability's probes, without compressing the model: activation coverage, "
+                           "statistics match of the compressed layers' inputs, and the layer-wise compression "
+                           "error of each recipe. Writes scores.parquet/.csv, a plot per capability, manifest.json.")
+    _add_flags(score, ScoreConfig)
     return parser
 
 
@@ -71,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             from cola_ray.workflows.sweep import run_sweep
 
             print(sweep_summary(run_sweep(_config(SweepConfig, args))))
+        elif args.command == "score":
+            from cola_ray.report_score import score_summary
+            from cola_ray.workflows.score import run_score
+
+            print(score_summary(run_score(_config(ScoreConfig, args))))
         return 0
     except KeyboardInterrupt:
         print("cola-ray: interrupted; no manifest written (rerun the same command to resume)", file=sys.stderr)

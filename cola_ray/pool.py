@@ -43,29 +43,36 @@ import pyarrow.compute as pc
 from cola_ray import storage
 from cola_ray.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: optional per-chunk layer-input statistics + their layout in the metadata
 META_KEY = b"cola_ray.pool"
 LEDGER_COLUMNS = ("id", "doc_id", "source", "num_tokens", "drop")
 CORE_COLUMNS = (*LEDGER_COLUMNS, "text", "vector")
 KEPT = pc.field("drop") == ""
 # Optional per-chunk columns (name -> Arrow type) a shard may carry beyond the core ones; a
 # reader asking for one that a shard lacks gets nulls for that shard's rows.
-OPTIONAL_COLUMNS: dict[str, pa.DataType] = {}
+# stages/layerstats.py says what they hold; the shard metadata's "stats" entry gives their layout.
+OPTIONAL_COLUMNS: dict[str, pa.DataType] = {
+    "stat_moments": pa.list_(pa.float32()), "stat_sketch": pa.list_(pa.float32()), "stat_outliers": pa.list_(pa.int32()),
+}
+STAT_COLUMNS = tuple(OPTIONAL_COLUMNS)
 
 
-def shard_schema(proj_dim: int, optional: Sequence[str] = ()) -> pa.Schema:
+def shard_schema(proj_dim: int, optional: Sequence[str] = (), stats_layout: dict | None = None) -> pa.Schema:
     fields = [pa.field("id", pa.string()), pa.field("doc_id", pa.string()), pa.field("source", pa.string()),
               pa.field("num_tokens", pa.int32()), pa.field("drop", pa.string()), pa.field("text", pa.string()),
               pa.field("vector", pa.list_(pa.float32(), proj_dim))]
     fields += [pa.field(name, OPTIONAL_COLUMNS[name]) for name in optional]
-    return pa.schema(fields, metadata={META_KEY: json.dumps({"version": SCHEMA_VERSION}).encode()})
+    meta = {"version": SCHEMA_VERSION, **({"stats": stats_layout} if stats_layout else {})}
+    return pa.schema(fields, metadata={META_KEY: json.dumps(meta).encode()})
 
 
 def make_shard(chunks: pa.Table, drops: list[str], vectors: list, proj_dim: int,
-               optional: dict[str, pa.Array] | None = None) -> pa.Table:
+               optional: dict[str, list] | None = None, stats_layout: dict | None = None) -> pa.Table:
     """One shard from chunk rows (`id`, `doc_id`, `source`, `num_tokens`, `text`), their final
-    drop reasons and vectors (np arrays, None for dropped rows); sorted by id."""
-    optional = optional or {}
+    drop reasons and vectors (np arrays, None for dropped rows), optional columns (name -> one
+    value per row, None for dropped rows) and their layout; sorted by id."""
+    optional = {name: pa.array([None if v is None else np.asarray(v) for v in values], OPTIONAL_COLUMNS[name])
+                for name, values in (optional or {}).items()}
     texts = chunks.column("text").to_pylist()
     table = pa.table({
         "id": chunks.column("id"), "doc_id": chunks.column("doc_id"), "source": chunks.column("source"),
@@ -74,7 +81,7 @@ def make_shard(chunks: pa.Table, drops: list[str], vectors: list, proj_dim: int,
         "vector": pa.array([None if v is None else np.asarray(v, np.float32) for v in vectors],
                            pa.list_(pa.float32(), proj_dim)),
         **optional,
-    }, schema=shard_schema(proj_dim, list(optional)))
+    }, schema=shard_schema(proj_dim, list(optional), stats_layout))
     return table.sort_by("id")
 
 
@@ -123,6 +130,19 @@ class _Store:
             self.schema = pa.schema(fields)
         return self.schema
 
+    def stats_layout(self) -> dict | None:
+        """The layer-statistics layout of the first shard that records one (None: no shard does)."""
+        import pyarrow.parquet as pq
+
+        for uri in self.uris:
+            fs, path = storage.filesystem(uri)
+            meta = storage.with_retries(f"read the schema of {uri}", lambda: pq.read_schema(path, filesystem=fs)).metadata
+            raw = (meta or {}).get(META_KEY)
+            layout = json.loads(raw).get("stats") if raw else None
+            if layout:
+                return layout
+        return None
+
     def read(self, columns: list[str], filter=None) -> pa.Table:
         if not self.uris:
             return pa.table({c: pa.array([], self._type(c)) for c in columns})
@@ -166,6 +186,11 @@ class Pool:
     @property
     def folder(self) -> str:
         return self._store.folder()
+
+    def stats_layout(self) -> dict | None:
+        """What the per-chunk statistics columns hold (stages/layerstats.py), or None when the
+        pool was embedded without them (an older cola-ray, or --stat-layers 0)."""
+        return self._store.stats_layout()
 
     def only(self, source: str) -> "Pool":
         """The view of one source: reads, counts and selections see only its chunks."""

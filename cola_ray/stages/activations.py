@@ -19,8 +19,9 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from cola_ray.pool import LEDGER_COLUMNS, make_shard, write_shard  # LEDGER_COLUMNS: still importable from here
+from cola_ray.pool import LEDGER_COLUMNS, STAT_COLUMNS, make_shard, write_shard
 from cola_ray.stages.base import ModelStage
+from cola_ray.stages.layerstats import InputStats, stat_layer_ids
 
 
 def projection_matrix(in_dim: int, proj_dim: int, seed: int) -> np.ndarray:
@@ -53,9 +54,13 @@ class LayerPooler:
 
         return hook
 
-    def pooled(self, input_ids, attention_mask, pool_mask):
-        """[batch, n_layers, hidden] float32 means over pool_mask positions, L2-normalised."""
+    def pooled(self, input_ids, attention_mask, pool_mask, stats: InputStats | None = None):
+        """[batch, n_layers, hidden] float32 means over pool_mask positions, L2-normalised
+        (`stats`, when given, captures the layer-input statistics in the same pass)."""
         import torch
+
+        if stats is not None:
+            stats.start(pool_mask)
 
         # Explicit positions from the mask: with left padding, real tokens still start at 0,
         # so absolute-position models (GPT-2) see the same inputs as unpadded.
@@ -119,6 +124,7 @@ class ActivationExtractor(ModelStage):
     proj_dim: int
     seed: int
     shard_dir: str
+    stat_layers: int = 4  # decoder layers whose Linear inputs get per-chunk statistics (layerstats.py)
 
     def setup(self) -> None:
         import torch
@@ -132,36 +138,47 @@ class ActivationExtractor(ModelStage):
         proj = projection_matrix(hidden * len(self.layer_ids), self.proj_dim, self.seed)
         self.projection = torch.from_numpy(proj).to(self.device)
         self.bos = adds_bos(self.tokenizer)
+        chosen = stat_layer_ids(self.layer_ids, self.stat_layers)
+        self.stats = InputStats(find_decoder_layers(self.lm), chosen, self.seed) if chosen else None
 
-    def embed(self, token_lists: list[list[int]], side: str = "right") -> np.ndarray:
-        """[n, proj_dim] float32 for chunks given as token id lists (NaN rows if non-finite)."""
+    def embed(self, token_lists: list[list[int]], side: str = "right") -> tuple[np.ndarray, dict]:
+        """[n, proj_dim] float32 for chunks given as token id lists (NaN rows if non-finite),
+        and the chunks' layer-input statistics (layerstats.InputStats.chunk_stats; {} without)."""
         ids, attn, pool = pad_batch(token_lists, self.pad, self.bos, side)
-        per_layer = self.pooler.pooled(ids.to(self.device), attn.to(self.device), pool.to(self.device))
+        per_layer = self.pooler.pooled(ids.to(self.device), attn.to(self.device), pool.to(self.device), self.stats)
         flat = per_layer.flatten(1)
         vec = flat @ self.projection
         bad = ~(flat.isfinite().all(-1))
         vec[bad] = float("nan")
-        return vec.float().cpu().numpy()
+        return vec.float().cpu().numpy(), (self.stats.chunk_stats() if self.stats else {})
 
-    def embed_sorted(self, token_lists: list[list[int]]) -> np.ndarray:
+    def embed_sorted(self, token_lists: list[list[int]]) -> tuple[np.ndarray, dict[str, list]]:
         """embed() over length-sorted micro-batches, rows back in their input order."""
         out = np.empty((len(token_lists), self.proj_dim), np.float32)
+        stats: dict[str, list] = {c: [None] * len(token_lists) for c in (STAT_COLUMNS if self.stats else ())}
         for idx in self.micro_batches(token_lists):
-            out[idx] = self.embed([token_lists[i] for i in idx])
-        return out
+            out[idx], batch_stats = self.embed([token_lists[i] for i in idx])
+            for name, rows in batch_stats.items():
+                for j, i in enumerate(idx):
+                    stats[name][i] = rows[j]
+        return out, stats
 
     def process(self, batch: pa.Table) -> pa.Table:
         drops = batch.column("drop").to_pylist()
         live = [i for i, d in enumerate(drops) if not d]
         tokens = batch.column("input_ids").to_pylist()
         vectors: list = [None] * batch.num_rows
+        stats: dict[str, list] = {c: [None] * batch.num_rows for c in (STAT_COLUMNS if self.stats else ())}
         if live:
-            embedded = self.embed_sorted([tokens[i] for i in live])
+            embedded, live_stats = self.embed_sorted([tokens[i] for i in live])
             for j, i in enumerate(live):
                 if np.isfinite(embedded[j]).all():
                     vectors[i] = embedded[j]
+                    for name, rows in live_stats.items():
+                        stats[name][i] = rows[j]
                 else:
                     drops[i] = "non_finite"
-        shard = make_shard(batch, drops, vectors, self.proj_dim)
+        shard = make_shard(batch, drops, vectors, self.proj_dim, optional=stats,
+                           stats_layout=self.stats.layout() if self.stats and live else None)
         write_shard(self.shard_dir, shard)
         return shard.select(list(LEDGER_COLUMNS))

@@ -45,7 +45,7 @@ SHARDS = "work/activations"
 # Settings that change what a shard contains: a rerun may reuse shards only if these match.
 ACTIVATION_KEYS = ("model", "corpus", "seq_len", "min_tokens", "text_field", "layers", "proj_dim",
                    "seed", "dtype", "max_docs", "filters", "near_dup_threshold", "pack", "qa_format",
-                   "qa_template", "qa_fields")
+                   "qa_template", "qa_fields", "stat_layers")
 PACK_BATCH = 512  # documents per packing task: each task leaves at most one short sequence per source
 
 

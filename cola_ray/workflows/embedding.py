@@ -13,5 +13,6 @@ def embed(chunks, cfg: CurateConfig, device: str, shard_dir: str, workers: int |
     benchmark swaps in a timed subclass)."""
     extractor = activations.ActivationExtractor(
         model=cfg.model, layers=cfg.layers, proj_dim=cfg.proj_dim, seed=cfg.seed, device=device, dtype=cfg.dtype,
-        micro_batch_size=cfg.batch_size, shard_dir=shard_dir, batch_size=cfg.shard_size)
+        micro_batch_size=cfg.batch_size, shard_dir=shard_dir, batch_size=cfg.shard_size,
+        stat_layers=cfg.stat_layers)
     return runner.run(chunks, extractor, workers=workers or cfg.workers)

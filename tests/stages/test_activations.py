@@ -24,9 +24,12 @@ def test_pooled_vector_unchanged_by_padding(request, tmp_path, tiny_llama, gpt2_
     ex = _extractor(tiny_llama if arch == "llama" else gpt2_dir, tmp_path)
     short = list(range(10, 25))
     batch = [list(range(30, 90)), short, list(range(100, 140))]
-    alone = ex.embed([short])[0]
-    padded = ex.embed(batch, side=side)[1]
-    np.testing.assert_allclose(padded, alone, rtol=1e-4, atol=1e-5)
+    alone, alone_stats = ex.embed([short])
+    padded, padded_stats = ex.embed(batch, side=side)
+    np.testing.assert_allclose(padded[1], alone[0], rtol=1e-4, atol=1e-5)
+    for name in ("stat_moments", "stat_sketch"):  # the layer-input statistics ignore padding too
+        np.testing.assert_allclose(padded_stats[name][1], alone_stats[name][0], rtol=1e-3, atol=1e-6)
+    np.testing.assert_array_equal(padded_stats["stat_outliers"][1], alone_stats["stat_outliers"][0])
 
 
 def test_projection_is_seeded_and_identical_everywhere():

@@ -23,10 +23,16 @@ def ft_config(model, corpus, out, **kw) -> CurateConfig:
 
 
 @pytest.fixture(scope="session")
-def ft_reference(ray_session, tiny_llama, ft_corpus, tmp_path_factory):
-    """calibration.jsonl of an undisturbed run."""
+def ft_reference_out(ray_session, tiny_llama, ft_corpus, tmp_path_factory):
+    """The output folder of an undisturbed run (its pool included): never write into it."""
     from cola_ray.workflows.curate import run_curate
 
     out = tmp_path_factory.mktemp("ft-ref") / "out"
     run_curate(ft_config(tiny_llama, ft_corpus, out))
-    return (out / "calibration.jsonl").read_text()
+    return out
+
+
+@pytest.fixture(scope="session")
+def ft_reference(ft_reference_out):
+    """calibration.jsonl of an undisturbed run."""
+    return (ft_reference_out / "calibration.jsonl").read_text()

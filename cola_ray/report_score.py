@@ -1,0 +1,55 @@
+"""The end-of-run table and the per-capability bar plots of `cola-ray score`."""
+
+from __future__ import annotations
+
+import io
+
+from cola_ray.report import table
+
+
+def _label(row: dict) -> str:
+    return f"{row['proxy']}[{row['recipe']}]" if row["recipe"] else row["proxy"]
+
+
+def score_summary(manifest: dict) -> str:
+    """One line per set x capability, one column per proxy (arrows: which way is better)."""
+    rows = manifest["scores"]
+    labels = list(dict.fromkeys(_label(r) for r in rows))
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        cells.setdefault((r["set"], r["capability"]), {})[_label(r)] = r["value"]
+    better = {_label(r): "v" if r["lower_is_better"] else "^" for r in rows}
+    body = [[s, c, *[round(v.get(lab, float("nan")), 4) for lab in labels]] for (s, c), v in cells.items()]
+    sets = manifest["sets"]
+    notes = [f"{n}: {v['chunks']} chunks, {v['tokens']} tokens, statistics from {v['statistics_from']}"
+             + (f", {v['truncated']} cut to --seq-len" if v["truncated"] else "")
+             + (f", {v['empty']} empty" if v["empty"] else "") for n, v in sets.items()]
+    times = "  ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
+    return "\n".join([table(["set", "capability", *[f"{lab} {better[lab]}" for lab in labels]], body),
+                      "(v: lower is better, ^: higher is better)", *notes, f"time: {times}",
+                      f"output: {manifest['out']}  ({', '.join(manifest['artifacts'])}, manifest.json)"])
+
+
+def score_plot(rows: list[dict], capability: str) -> bytes:
+    """One panel per proxy: a bar per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = [r for r in rows if r["capability"] == capability]
+    labels = list(dict.fromkeys(_label(r) for r in mine))
+    sets = list(dict.fromkeys(r["set"] for r in mine))
+    fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(2.6 * max(1, len(labels)), 3.2), squeeze=False)
+    for ax, lab in zip(axes[0], labels):
+        vals = {r["set"]: r["value"] for r in mine if _label(r) == lab}
+        lower = next(r["lower_is_better"] for r in mine if _label(r) == lab)
+        ax.bar(range(len(sets)), [vals.get(s, 0.0) for s in sets], color="tab:blue")
+        ax.set_xticks(range(len(sets)), sets, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{lab} ({'lower' if lower else 'higher'} is better)", fontsize=8)
+    fig.suptitle(f"cola-ray score: {capability}", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
