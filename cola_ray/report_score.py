@@ -31,7 +31,8 @@ def score_summary(manifest: dict) -> str:
 
 
 def score_plot(rows: list[dict], capability: str) -> bytes:
-    """One panel per proxy: a bar per set."""
+    """One panel per proxy, a horizontal bar per set (names readable at any number of sets),
+    the best set's bar highlighted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,16 +41,26 @@ def score_plot(rows: list[dict], capability: str) -> bytes:
     mine = [r for r in rows if r["capability"] == capability]
     labels = list(dict.fromkeys(_label(r) for r in mine))
     sets = list(dict.fromkeys(r["set"] for r in mine))
-    fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(2.6 * max(1, len(labels)), 3.2), squeeze=False)
-    for ax, lab in zip(axes[0], labels):
+    cols = max(1, len(labels))
+    height = 1.2 + 0.18 * len(sets)
+    fig, axes = plt.subplots(1, cols, figsize=(2.4 * cols + 1.8, height), squeeze=False, sharey=True)
+    for n, (ax, lab) in enumerate(zip(axes[0], labels)):
         vals = {r["set"]: r["value"] for r in mine if _label(r) == lab}
         lower = next(r["lower_is_better"] for r in mine if _label(r) == lab)
-        ax.bar(range(len(sets)), [vals.get(s, 0.0) for s in sets], color="tab:blue")
-        ax.set_xticks(range(len(sets)), sets, rotation=60, ha="right", fontsize=7)
-        ax.set_title(f"{lab} ({'lower' if lower else 'higher'} is better)", fontsize=8)
-    fig.suptitle(f"cola-ray score: {capability}", fontsize=10)
+        ys = [vals.get(s, float("nan")) for s in sets]
+        known = [v for v in ys if v == v]
+        best = (min if lower else max)(known) if known else None
+        ax.barh(range(len(sets)), ys, color=["tab:orange" if v == best else "tab:blue" for v in ys])
+        if n == 0:  # the axes share y: labels once, on the left
+            ax.set_yticks(range(len(sets)), sets, fontsize=7)
+            ax.invert_yaxis()
+        else:
+            ax.tick_params(labelleft=False)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"{lab}\n({'lower' if lower else 'higher'} is better)", fontsize=8)
+    fig.suptitle(f"cola-ray score: {capability} (orange: best set)", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()

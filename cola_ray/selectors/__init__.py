@@ -1,4 +1,5 @@
-"""Calibration selectors: cola, random, random-stratified, lexical, perplexity(-low/-high).
+"""Calibration selectors: cola, random, random-stratified, lexical, perplexity(-low/-high), and the
+compressor-aware moment-match, outlier-coverage and cluster-herding.
 
 All take the same candidate pool (a curate run's embedded chunks) and write the same
 calibration.jsonl layout (`output.py`), so `cola-ray curate --selector NAME` and the sweep

@@ -21,6 +21,7 @@ id, source, num_tokens, cluster, distance, and its vector in local mode).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,14 @@ def _distributed(pool: Pool, k: int, ctx: SelectorContext):
     assigned = meta.join(rows, "id").sort_by("id")
     details = {"train_objective": float(res.objective), "n_train": -1, "restarts": 1, "iterations": res.iterations}
     return res.centroids.astype(np.float32), assigned, details
+
+
+def cluster_members(pool: Pool, k: int, ctx: SelectorContext, params: KMeansParams) -> tuple[pa.Table, dict]:
+    """COLA's clustering alone (the k-means of `params.kmeans_mode`), for selectors that choose
+    their own member per cluster: every chunk's (id, cluster, distance), and the k-means details."""
+    ctx = dataclasses.replace(ctx, params=params)
+    _, assigned, details = (_distributed if params.kmeans_mode == "distributed" else _local)(pool, k, ctx)
+    return assigned.select(["id", "cluster", "distance"]), details
 
 
 def _merge(groups: list[tuple[str, int, int, dict]]) -> dict:

@@ -38,8 +38,9 @@ SELECTION_SCHEMA = pa.schema([("id", pa.string()), ("cluster", pa.int64()), ("di
 @dataclass(frozen=True)
 class SelectorContext:
     """What a selector may use besides the pool: the model (perplexity), the seed, where and how
-    to run a model, a folder of its own for caches (`work_dir`), and its own typed parameters
-    (`params`: an instance of the selector's `params` dataclass, built by `Selector.parse_params`)."""
+    to run a model, a folder of its own for caches (`work_dir`), its own typed parameters
+    (`params`: an instance of the selector's `params` dataclass, built by `Selector.parse_params`),
+    and the folder of the run's embedded probe pool when it has one (`probe_pool`)."""
 
     model: str
     seed: int = 0
@@ -50,6 +51,7 @@ class SelectorContext:
     batch_size: int = 8
     work_dir: str | None = None
     params: Any = None
+    probe_pool: str | None = None  # the run's embedded probe chunks (with --capabilities): a target
 
 
 @dataclass

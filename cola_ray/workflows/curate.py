@@ -183,6 +183,7 @@ def run_curate(cfg: CurateConfig) -> dict:
                             quotas=quota.plan.quotas if quota else None,
                             after=(lambda selected: [capabilities.plot(cfg, quota, pool, selected)]) if quota else None,
                             capabilities=(lambda: capabilities.manifest_section(cfg, caps, quota)) if quota else None,
+                            probe_pool=storage.join(cfg.out, capabilities.PROBE_SHARDS) if quota else None,
                             **extra)
 
 

@@ -106,7 +106,10 @@ def load_set(uri: str, cfg: ScoreConfig) -> CalibrationSet:
     if not storage.list_files(shard_dir, ".parquet"):
         out.why_forward = "no pool next to it"
         return out
-    given = manifest.get("config", {})
+    # what the pool was embedded with (its settings marker; a set's own config may hold another
+    # seed: the selection seed of a set drawn from a shared pool)
+    marker = storage.join(shard_dir, "_settings.json")
+    given = storage.read_json(marker) if storage.exists(marker) else manifest.get("config", {})
     mine = dataclasses.asdict(_curate_config(cfg))
     differ = [k for k in POOL_KEYS if str(given.get(k, CurateConfig.__dataclass_fields__[k].default)) != str(mine[k])]
     if differ:

@@ -132,11 +132,13 @@ def manifest(*, config: dict, model: dict, versions: dict, pool: Pool, spec: Sel
 
 
 def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | None, clock=None, *,
-                     quotas: dict[str, int] | None = None, after=None, capabilities=None, **extra) -> dict:
+                     quotas: dict[str, int] | None = None, after=None, capabilities=None,
+                     probe_pool: str | None = None, **extra) -> dict:
     """Apply `spec` to `pool` for the curate config `cfg` (k from --num-samples, quotas when
     given), write `out`/calibration.jsonl, the selector's artifacts and, last, `out`/manifest.json.
     `after(selected)` may write more artifacts (returns their names); `capabilities()` gives the
-    manifest's stage-1 section. Returns the manifest."""
+    manifest's stage-1 section; `probe_pool`: the run's embedded probes (selectors may target
+    their statistics). Returns the manifest."""
     from cola_ray import models
     from cola_ray.workflows.common import RunClock, package_versions
 
@@ -145,7 +147,7 @@ def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | 
     k = target_k(args.num_samples, len(pool), args.allow_fewer)
     ctx = SelectorContext(model=cfg.model, seed=args.seed, seq_len=cfg.seq_len, device=cfg.device, dtype=cfg.dtype,
                           workers=cfg.workers, batch_size=cfg.batch_size, work_dir=work_dir,
-                          params=spec.parse_params(args.params_for(spec)))
+                          params=spec.parse_params(args.params_for(spec)), probe_pool=probe_pool)
     t0 = time.perf_counter()
     with clock(f"select ({spec.name})"):
         selection = choose(pool, spec, k, ctx, quotas)

@@ -14,12 +14,13 @@ from cola_ray.selectors import KEYS, SelectorContext, calibration_lines, get_sel
 from cola_ray.selectors.lexical import greedy_diverse, word_types
 from cola_ray.selectors.sampling import proportional_quotas
 
-MODEL_FREE = ["cola", "random", "random-stratified", "lexical"]
+MODEL_FREE = ["cola", "random", "random-stratified", "lexical", "moment-match", "outlier-coverage", "cluster-herding"]
+CLUSTERED = ("cola", "cluster-herding")
 K = 12
 
 
 def _select(name, pool, seed=0, k=K):
-    params = {"kmeans_iters": 10, "kmeans_restarts": 2} if name == "cola" else None
+    params = {"kmeans_iters": 10, "kmeans_restarts": 2} if name in CLUSTERED else None
     return get_selector(name).select(pool, k, SelectorContext(model="unused", seed=seed, params=params)).table
 
 
@@ -46,7 +47,7 @@ def test_same_calibration_layout_as_curate(name, pool):
     lines = [json.loads(x) for x in calibration_lines(selection, pool.read(["text", "source", "num_tokens"])).splitlines()]
     assert len(lines) == K and all(tuple(r) == KEYS for r in lines)
     assert all(r["text"] and r["source"] in ("news", "code") for r in lines)
-    if name == "cola":  # cluster ids, distances to the centroid, cluster sizes
+    if name in CLUSTERED:  # cluster ids, distances (or errors), cluster sizes
         assert sorted(r["cluster"] for r in lines) == list(range(K))
         assert all(r["cluster_size"] >= 1 and r["distance"] >= 0 for r in lines)
     else:  # rank and score; no clusters
@@ -55,11 +56,12 @@ def test_same_calibration_layout_as_curate(name, pool):
 
 
 def test_seeds_change_random_selections_but_not_seed_free_ones(pool):
-    for name in ("random", "random-stratified", "cola"):
+    for name in ("random", "random-stratified", "cola", "outlier-coverage", "cluster-herding"):
         assert get_selector(name).uses_seed
         assert _select(name, pool, 0).column("id") != _select(name, pool, 1).column("id")
-    assert not get_selector("lexical").uses_seed
-    assert _select("lexical", pool, 0).equals(_select("lexical", pool, 1))
+    for name in ("lexical", "moment-match"):
+        assert not get_selector(name).uses_seed
+        assert _select(name, pool, 0).equals(_select(name, pool, 1))
 
 
 def test_random_is_the_k_smallest_keys_so_a_larger_k_extends_a_smaller_one(pool):

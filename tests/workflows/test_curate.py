@@ -89,6 +89,15 @@ def test_rerun_resumes_from_written_shards(reference_run, tiny_llama, corpus, tm
     assert 0 < manifest["resume"]["rows_new"] < manifest["counts"]["chunks"] + 1
     assert "resuming: " in capfd.readouterr().err
     assert (crashed / "calibration.jsonl").read_text() == (out / "calibration.jsonl").read_text()
+    # the per-chunk layer statistics survive a resume: the same rows and layout as the undisturbed pool
+    from cola_ray.pool import STAT_COLUMNS, Pool
+
+    before, after = Pool.open(str(out / SHARDS)), Pool.open(str(crashed / SHARDS))
+    assert after.stats_layout() == before.stats_layout() and before.stats_layout()["slots"]
+    a, b = (p.read(list(STAT_COLUMNS)).to_pydict() for p in (before, after))
+    assert a["id"] == b["id"]
+    for col in STAT_COLUMNS:
+        assert np.allclose(np.concatenate(a[col]), np.concatenate(b[col]), rtol=1e-4, atol=1e-6), col
 
 
 def test_rerun_with_other_settings_is_refused(reference_run, tiny_llama, corpus):
@@ -195,7 +204,7 @@ def test_repeated_documents_are_counted_duplicates_and_never_selected_twice(repe
     assert "selector: random" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("selector", ["cola", "random-stratified", "lexical", "perplexity"])
+@pytest.mark.parametrize("selector", ["cola", "moment-match", "lexical", "perplexity"])
 def test_every_selector_writes_k_rows_one_manifest_shape_and_a_summary(repeated_run, selector, capsys):
     """Same pool (resumed: nothing embedded again), any selector: k rows, the same manifest
     keys, the end-of-run summary printed by the CLI."""
