@@ -261,7 +261,7 @@ def channel_demands(target: Stats, k: int) -> dict[int, tuple[int, float]]:
             flags[c] = flags.get(c, 0) + 1
     w = target.tokens / target.tokens.sum()
     slots = len(target.layout["slots"])
-    mean = (w @ target.moments.astype(np.float64)).reshape(slots, -1) if target.moments.size else None
+    mean = _weighted_mean(target.moments, w).reshape(slots, -1) if target.moments.size else None
     widths = [s.get("width") for s in target.layout["slots"]]
     out = {}
     for c, f in sorted(flags.items()):
