@@ -19,7 +19,8 @@ embedded probe chunks (`target: probes`, with --capabilities: the deployment's t
   The error is not guaranteed to fall at every pick (herding's error falls as O(1/t) overall);
   the manifest records it after every pick.
 - `outlier-coverage`: every outlier channel c of the target (a slot x channel that some target
-  chunk flags) has a demand q_c = round(k * p_c), p_c the share of target chunks that flag it, and
+  chunk flags) has a demand q_c = round(k * p_c), p_c the share of target chunks that flag it (a
+  channel flagged by fewer than one target chunk in 2k asks for nothing: at this k it is noise), and
   a weight w_c = max(1, ln(r_c) / ln(tau^2)), r_c the target's mean square of c's channel bucket
   over the slot's median bucket (how strongly it is an outlier; 1 at the flagging threshold
   tau = 6). Objective F(S) = sum_c w_c min(n_c(S), q_c), n_c(S) = chunks of S flagging c: a
