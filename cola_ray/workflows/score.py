@@ -238,6 +238,11 @@ def _set_view(s: CalibrationSet, passed: dict | None) -> dict:
 
 def _score_all(cfg, sets, passes, probe, layout):
     slots = len(layout["slots"])
+    # the probes' side of every proxy, once per capability (not once per set)
+    thresholds = {cap: proxies.probe_threshold(probe[cap]["vectors"]) for cap in cfg.capabilities}
+    probe_stats = {cap: proxies.set_stats(probe[cap]["stats"]["stat_moments"], probe[cap]["stats"]["stat_sketch"],
+                                          probe[cap]["stats"]["stat_outliers"], probe[cap]["stats"]["num_tokens"], slots)
+                   for cap in cfg.capabilities} if "moments" in cfg.proxies else {}
     rows, per_set = [], {}
     for s in sets:
         t0 = time.perf_counter()
@@ -251,11 +256,9 @@ def _score_all(cfg, sets, passes, probe, layout):
             p = probe[cap]
             values = {}
             if "coverage" in cfg.proxies:
-                values.update(proxies.coverage(p["vectors"], view["vectors"], proxies.probe_threshold(p["vectors"])))
+                values.update(proxies.coverage(p["vectors"], view["vectors"], thresholds[cap]))
             if "moments" in cfg.proxies:
-                pst = proxies.set_stats(p["stats"]["stat_moments"], p["stats"]["stat_sketch"],
-                                        p["stats"]["stat_outliers"], p["stats"]["num_tokens"], slots)
-                values.update(proxies.statistics_match(set_stats, pst))
+                values.update(proxies.statistics_match(set_stats, probe_stats[cap]))
             for name, value in values.items():
                 rows.append({"set": s.name, "capability": cap, "proxy": name, "recipe": "", "value": value,
                              "lower_is_better": proxies.LOWER_IS_BETTER[name]})
