@@ -62,6 +62,7 @@ def write_pool(folder: Path, n: int) -> None:
             "id": ids, "doc_id": [i[:-2] for i in ids], "source": [("web", "wiki", "code")[i % 3] for i in range(m)],
             "num_tokens": pa.array(rng.integers(32, 2048, m), pa.int32()), "drop": [""] * m, "text": [""] * m,
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(rng.standard_normal(m * DIM).astype(np.float32)), DIM),
+            "dedup_key": ids, "copy": pa.array([0] * m, pa.int32()),
             "stat_moments": flat(moments, SLOTS * 128), "stat_sketch": flat(sketch, SLOTS * 36),
             "stat_outliers": pa.array(outliers, pa.list_(pa.int32())),
         }).cast(schema)

@@ -19,15 +19,16 @@ def _add_flags(parser: argparse.ArgumentParser, cls) -> None:
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
+        flags = [flag, *("--" + a.replace("_", "-") for a in f.metadata.get("aliases", ()))]
         kind = base_type(hints[f.name])
         help_text = f.metadata.get("help", "") + (f" (default: {f.default})" if f.default not in (None, dataclasses.MISSING) else "")
         if kind is bool:
-            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+            parser.add_argument(*flags, dest=f.name, action="store_true", default=None, help=help_text)
         elif get_origin(kind) is list:
-            parser.add_argument(flag, action="append", default=None, help=help_text,
+            parser.add_argument(*flags, dest=f.name, action="append", default=None, help=help_text,
                                 metavar="URI" if f.name in ("corpus", "calibration_sets", "calibration") else _singular(f.name.upper()))
         else:
-            parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"),
+            parser.add_argument(*flags, dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"),
                                 help=help_text, metavar=None if f.metadata.get("choices") else f.name.upper())
 
 

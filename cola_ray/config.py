@@ -14,8 +14,10 @@ from typing import Any, get_args, get_origin, get_type_hints
 from cola_ray.errors import UserError
 
 
-def opt(default: Any = None, help: str = "", choices: tuple | None = None, **kw) -> Any:
-    meta = {"help": help, "choices": choices}
+def opt(default: Any = None, help: str = "", choices: tuple | None = None, aliases: tuple[str, ...] = (),
+        **kw) -> Any:
+    """A config field; `aliases`: former names, still accepted as flags and YAML keys."""
+    meta = {"help": help, "choices": choices, "aliases": aliases}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -68,7 +70,16 @@ class CurateConfig:
     device: str = opt("auto", "where activation actors run", ("auto", "cpu", "cuda"))
     dtype: str = opt("auto", "model dtype (auto: bfloat16 on CUDA, float32 on CPU)",
                      ("auto", "float32", "bfloat16", "float16"))
-    max_docs: int | None = opt(None, "read at most N documents from each --corpus")
+    first_docs: int | None = opt(None, "read only the first N documents of each --corpus, in file order (a quick "
+                                 "look, biased toward the head of each file; for a uniform sample use "
+                                 "--max-candidates or --sample-fraction)", aliases=("max_docs",))
+    max_candidates: int | None = opt(None, "candidate budget: embed about N documents in all, a uniform sample by "
+                                     "document-id hash decided before tokenization; split over sources by "
+                                     "water-filling (equal shares; a source smaller than its share is kept whole "
+                                     "and the rest goes to the others), so every source keeps candidates for "
+                                     "stage-1 quotas. Approximate (a hash threshold); costs one counting pass")
+    sample_fraction: float | None = opt(None, "candidate budget: embed about this fraction of every source's "
+                                        "documents (uniform by document-id hash, decided before tokenization)")
     # stage 2: processing
     filters: list[str] = opt([], "quality-filter thresholds NAME=VALUE, comma-separated or repeatable (min_chars, "
                              "max_symbol_ratio, max_digit_ratio, max_duplicate_line_ratio, top_ngram_size, "
@@ -127,13 +138,17 @@ class CurateConfig:
             ("stat_layers", self.stat_layers >= 0), ("workers", self.workers >= 1), ("batch_size", self.batch_size >= 1),
             ("shard_size", self.shard_size >= 1), ("kmeans_iters", self.kmeans_iters >= 1),
             ("kmeans_restarts", self.kmeans_restarts >= 1),
-            ("max_docs", self.max_docs is None or self.max_docs >= 1),
+            ("first_docs", self.first_docs is None or self.first_docs >= 1),
+            ("max_candidates", self.max_candidates is None or self.max_candidates >= 1),
+            ("sample_fraction", self.sample_fraction is None or 0.0 < self.sample_fraction <= 1.0),
             ("near_dup_threshold", 0.0 <= self.near_dup_threshold <= 1.0),
             ("probe_max_docs", self.probe_max_docs >= 1),
         ]
         for name, ok in checks:
             if not ok:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: out of range")
+        if self.max_candidates is not None and self.sample_fraction is not None:
+            raise UserError("--max-candidates and --sample-fraction: give one candidate budget, not both")
         check_choices(self)
         # comma-separated or repeated: the manifest records them one per item
         self.capabilities, self.weights, self.filters = _split(self.capabilities), _split(self.weights), _split(self.filters)
@@ -187,7 +202,7 @@ class SweepConfig:
     eval_batch_size: int = opt(8, "lm-eval batch size")
     eval_backend: str = opt("hf", "lm-eval model backend (vllm: CUDA machines only)", ("hf", "vllm"))
     curate: YamlDict = opt({}, "`cola-ray curate` options shared by every trial (corpus, num_samples, seq_len, "
-                           "max_docs, workers, ...; not model/out/seed/selector)")
+                           "first_docs, max_candidates, workers, ...; not model/out/seed/selector)")
     shared_pool: bool = opt(False, "curate one pool (the first seed's activations) and apply every selector with "
                             "every seed to it: one activation pass instead of one per seed; the seeds then vary "
                             "k-means and sampling but not COLA's random projection")
@@ -202,10 +217,17 @@ class SweepConfig:
     storage: str | None = opt(None, "Ray Tune's storage_path, local or s3:// (default: <out>/tune)")
     report_only: bool = opt(False, "run nothing: rebuild the table, report and plots from the trials already "
                             "finished (the others are listed as missing)")
+    proxies: list[str] = opt(["coverage", "moments"], "`cola-ray score` proxies recorded next to every trial's "
+                             "measured scores (proxy:* columns of results.csv; the curate capabilities' probes, or "
+                             "general and code); `layer` adds one forward pass a set; 'none' turns scoring off")
     config: str | None = opt(None, "YAML file with any of these options (flags override it)")
 
     def validate(self) -> "SweepConfig":
         self.selectors, self.recipes, self.suites = _split(self.selectors), _split(self.recipes), _split(self.suites)
+        self.proxies = _split(self.proxies)
+        unknown = [p for p in self.proxies if p not in PROXIES and p.lower() not in ("none", "off", "false")]
+        if unknown:
+            raise UserError(f"--proxies {unknown[0]}: expected some of {', '.join(PROXIES)}, or none")
         try:
             self.seeds = [str(int(s)) for s in _split(self.seeds)]
         except ValueError:
@@ -222,7 +244,7 @@ class SweepConfig:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: out of range or empty")
         known = {f.name for f in dataclasses.fields(CurateConfig)}
         for key in self.curate:
-            if key.replace("-", "_") in SWEEP_OWNS or key.replace("-", "_") not in known:
+            if field_name(CurateConfig, key) in SWEEP_OWNS or field_name(CurateConfig, key) not in known:
                 raise UserError(f"--curate: {key!r} is not a curate option a sweep shares "
                                 f"(the sweep sets {', '.join(SWEEP_OWNS)} itself)")
         for name, params in self.recipe_params.items():
@@ -275,13 +297,22 @@ def _coerce(cls, name: str, value: Any, source: str) -> Any:
     return value
 
 
+def field_name(cls, key: str) -> str:
+    """A flag or YAML key ('max-docs', 'max_docs') -> the field it sets (aliases resolved)."""
+    key = key.replace("-", "_")
+    for f in dataclasses.fields(cls):
+        if key in f.metadata.get("aliases", ()):
+            return f.name
+    return key
+
+
 def build_config(cls, yaml_path: str | None = None, overrides: dict | None = None):
     """Defaults < YAML < overrides (only keys whose value is not None)."""
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     if yaml_path:
         for key, value in load_yaml(yaml_path).items():
-            key = str(key).replace("-", "_")
+            key = field_name(cls, str(key))
             if key not in names:
                 raise UserError(f"--config {yaml_path}: unknown option {key!r}")
             values[key] = _coerce(cls, key, value, f"--config {yaml_path}")

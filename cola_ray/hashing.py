@@ -23,8 +23,8 @@ def uniform(ids: list[str], seed: int, salt: str | None = None) -> np.ndarray:
     return id_keys(ids, seed, salt).astype(np.float64) / _SCALE
 
 
-def in_sample(ids: list[str], fraction: float, seed: int) -> np.ndarray:
+def in_sample(ids: list[str], fraction: float, seed: int, salt: str | None = None) -> np.ndarray:
     """A seeded uniform sample of about `fraction` of the ids (a hash threshold)."""
     if fraction >= 1.0:
         return np.ones(len(ids), dtype=bool)
-    return id_keys(ids, seed) < np.uint64(min(int(fraction * 2**64), 2**64 - 1))
+    return id_keys(ids, seed, salt) < np.uint64(min(int(fraction * 2**64), 2**64 - 1))

@@ -13,13 +13,24 @@ reads the candidate pool through this module and nothing else. It owns:
     drop        '' = kept (embedded), else the reason it was dropped
     text        the chunk's text ('' when dropped)
     vector      fixed-size list<float32>[proj_dim], null when dropped
+    dedup_key   (v4) the chunk's exact-duplicate key (hash of its normalised text)
+    copy        (v4) 0, or n for the n-th repeat of the same id within the shard
+
+  A shard is written as the chunks arrive (no shuffle in front of the activation actors), so
+  the shards may hold one chunk id more than once (a document repeated in the corpus: its id
+  is its content hash) and two chunks with the same text (a paragraph shared by documents).
+  The pool **resolves** both from the small ledger (`resolve`), deterministically whatever the
+  arrival order or the number of workers: of rows with one id, the first by (shard name,
+  copy) keeps it and every later one becomes `<id>~<n>` of document `<doc_id>~<n>`, dropped
+  as 'duplicate'; of kept rows with one dedup_key, the smallest id survives and the others
+  are 'duplicate'. Everything below serves the resolved view: ids are unique.
 
   plus **optional columns** (`OPTIONAL_COLUMNS`: per-chunk statistics that later passes add).
   Every shard carries `{"version": SCHEMA_VERSION}` under the `cola_ray.pool` key of its
   Parquet metadata. Version 1 is a shard written before this module existed: same core columns,
   no metadata, still read. A newer version, or a file without the core columns, is refused with
   one line naming the file and what to do.
-- the **kept-rows filter** (`KEPT`): nobody else spells `drop == ""`;
+- the **kept-rows filter** (`KEPT`, then the resolution above): nobody else spells `drop == ""`;
 - **projected reads** (`Pool.read`): only the columns asked for, kept rows only, sorted by id
   (the pool's only order, so results never depend on sharding or arrival order); every column
   but `text` is read from storage once per Pool and then served from memory (text can be the
@@ -43,11 +54,16 @@ import pyarrow.compute as pc
 from cola_ray import storage
 from cola_ray.errors import UserError
 
-SCHEMA_VERSION = 3  # 3: optional per-chunk layer-input statistics + their layout in the metadata
+SCHEMA_VERSION = 4  # 3: optional per-chunk layer-input statistics + their layout; 4: dedup_key, copy
 META_KEY = b"cola_ray.pool"
 LEDGER_COLUMNS = ("id", "doc_id", "source", "num_tokens", "drop")
 CORE_COLUMNS = (*LEDGER_COLUMNS, "text", "vector")
 KEPT = pc.field("drop") == ""
+# Written by v4 shards for the pool's resolution of repeats (read as nulls from older shards,
+# which were deduplicated before they were written).
+IDENTITY_COLUMNS: dict[str, pa.DataType] = {"dedup_key": pa.string(), "copy": pa.int32()}
+# The raw ledger: what the actors return and what resolution starts from (+ `shard`: file name).
+RAW_LEDGER_COLUMNS = (*LEDGER_COLUMNS, *IDENTITY_COLUMNS)
 # Optional per-chunk columns (name -> Arrow type) a shard may carry beyond the core ones; a
 # reader asking for one that a shard lacks gets nulls for that shard's rows.
 # stages/layerstats.py says what they hold; the shard metadata's "stats" entry gives their layout.
@@ -61,6 +77,7 @@ def shard_schema(proj_dim: int, optional: Sequence[str] = (), stats_layout: dict
     fields = [pa.field("id", pa.string()), pa.field("doc_id", pa.string()), pa.field("source", pa.string()),
               pa.field("num_tokens", pa.int32()), pa.field("drop", pa.string()), pa.field("text", pa.string()),
               pa.field("vector", pa.list_(pa.float32(), proj_dim))]
+    fields += [pa.field(name, t) for name, t in IDENTITY_COLUMNS.items()]
     fields += [pa.field(name, OPTIONAL_COLUMNS[name]) for name in optional]
     meta = {"version": SCHEMA_VERSION, **({"stats": stats_layout} if stats_layout else {})}
     return pa.schema(fields, metadata={META_KEY: json.dumps(meta).encode()})
@@ -68,21 +85,40 @@ def shard_schema(proj_dim: int, optional: Sequence[str] = (), stats_layout: dict
 
 def make_shard(chunks: pa.Table, drops: list[str], vectors: list, proj_dim: int,
                optional: dict[str, list] | None = None, stats_layout: dict | None = None) -> pa.Table:
-    """One shard from chunk rows (`id`, `doc_id`, `source`, `num_tokens`, `text`), their final
-    drop reasons and vectors (np arrays, None for dropped rows), optional columns (name -> one
-    value per row, None for dropped rows) and their layout; sorted by id."""
+    """One shard from chunk rows (`id`, `doc_id`, `source`, `num_tokens`, `text`, `dedup_key`
+    (optional)), their final drop reasons and vectors (np arrays, None for dropped rows), optional
+    columns (name -> one value per row, None for dropped rows) and their layout; sorted by id,
+    with `copy` numbering repeats of an id within the shard (see `copies`)."""
     optional = {name: pa.array([None if v is None else np.asarray(v) for v in values], OPTIONAL_COLUMNS[name])
                 for name, values in (optional or {}).items()}
     texts = chunks.column("text").to_pylist()
+    ids = chunks.column("id").to_pylist()
+    keys = chunks.column("dedup_key") if "dedup_key" in chunks.column_names else pa.nulls(len(ids), pa.string())
     table = pa.table({
         "id": chunks.column("id"), "doc_id": chunks.column("doc_id"), "source": chunks.column("source"),
         "num_tokens": chunks.column("num_tokens").cast(pa.int32()), "drop": pa.array(drops, pa.string()),
         "text": pa.array([t if not d else "" for t, d in zip(texts, drops)], pa.string()),
         "vector": pa.array([None if v is None else np.asarray(v, np.float32) for v in vectors],
                            pa.list_(pa.float32(), proj_dim)),
+        "dedup_key": keys, "copy": pa.array(copies(ids), pa.int32()),
         **optional,
     }, schema=shard_schema(proj_dim, list(optional), stats_layout))
-    return table.sort_by("id")
+    return table.sort_by([("id", "ascending"), ("copy", "ascending")])
+
+
+def copies(ids: Sequence[str]) -> list[int]:
+    """Per row, how many earlier rows of the list have the same id (0 for a first occurrence)."""
+    seen: dict[str, int] = {}
+    out = []
+    for i in ids:
+        out.append(seen.get(i, 0))
+        seen[i] = out[-1] + 1
+    return out
+
+
+def shard_name(uri: str) -> str:
+    """A shard's identity inside its pool: the file name (derived from its rows)."""
+    return uri.rsplit("/", 1)[-1]
 
 
 def write_shard(shard_dir: str, shard: pa.Table) -> str:
@@ -110,11 +146,27 @@ def shard_version(schema: pa.Schema, uri: str) -> int:
 class _Store:
     """What a Pool and its per-source views share: the shard files and the columns read so far."""
 
-    def __init__(self, uris: tuple[str, ...], ledger: pa.Table | None):
+    def __init__(self, uris: tuple[str, ...], raw: pa.Table | None):
         self.uris = uris
-        self.ledger = None if ledger is None else ledger.select(list(LEDGER_COLUMNS)).sort_by("id")
+        self.raw = raw  # RAW_LEDGER_COLUMNS + shard, as written (None: read from the shards)
+        self.ledger: pa.Table | None = None  # resolved: LEDGER_COLUMNS + raw_id, shard, sorted by id
         self.kept: pa.Table | None = None  # id + cached columns of the kept rows, sorted by id
+        self.kept_keys: pa.Array | None = None  # shard/id of every kept row, for filtering reads
         self.schema: pa.Schema | None = None
+
+    def resolved(self) -> pa.Table:
+        if self.ledger is None:
+            raw = self.raw if self.raw is not None else self.read(list(RAW_LEDGER_COLUMNS))
+            self.ledger = resolve(raw)
+            kept = self.ledger.filter(pc.equal(self.ledger.column("drop"), ""))
+            self.kept_keys = _row_keys(kept.column("shard"), kept.column("raw_id"))
+        return self.ledger
+
+    def only_kept(self, table: pa.Table) -> pa.Table:
+        """Rows of a read (with `shard`) that the resolution keeps, sorted by id, without `shard`."""
+        self.resolved()
+        mask = pc.is_in(_row_keys(table.column("shard"), table.column("id")), value_set=self.kept_keys)
+        return table.filter(mask).drop_columns(["shard"]).sort_by("id")
 
     def dataset_schema(self) -> pa.Schema:
         """The first shard's schema (checked) widened by every optional column, so that
@@ -126,7 +178,7 @@ class _Store:
             first = storage.with_retries(f"read the schema of {self.uris[0]}", lambda: pq.read_schema(path, filesystem=fs))
             shard_version(first, self.uris[0])
             fields = [first.field(c) for c in CORE_COLUMNS]
-            fields += [pa.field(n, t) for n, t in OPTIONAL_COLUMNS.items()]
+            fields += [pa.field(n, t) for n, t in {**IDENTITY_COLUMNS, **OPTIONAL_COLUMNS}.items()]
             self.schema = pa.schema(fields)
         return self.schema
 
@@ -144,8 +196,10 @@ class _Store:
         return None
 
     def read(self, columns: list[str], filter=None) -> pa.Table:
+        """`columns` of the rows matching `filter`, as stored (repeats included), plus `shard`
+        (the file each row is in: what resolution tells repeats apart by)."""
         if not self.uris:
-            return pa.table({c: pa.array([], self._type(c)) for c in columns})
+            return pa.table({c: pa.array([], self._type(c)) for c in [*columns, "shard"]})
         import pyarrow.dataset as pads
 
         schema = self.dataset_schema()
@@ -154,13 +208,22 @@ class _Store:
             raise UserError(f"pool {self.folder()}: no column {unknown[0]!r} (columns: {', '.join(schema.names)})")
         fs, _ = storage.filesystem(self.uris[0])
         paths = [storage.filesystem(u)[1] for u in self.uris]
-        return storage.with_retries(
-            f"read {len(paths)} activation shard(s) under {self.folder()}",
-            lambda: pads.dataset(paths, schema=schema, format="parquet", filesystem=fs).to_table(
-                columns=columns, filter=filter))
+        def scan() -> pa.Table:
+            from concurrent.futures import ThreadPoolExecutor
+
+            def one(fragment) -> pa.Table:
+                part = fragment.to_table(schema=schema, columns=columns, filter=filter)
+                return part.append_column("shard", pa.array([shard_name(fragment.path)] * part.num_rows, pa.string()))
+
+            fragments = list(pads.dataset(paths, schema=schema, format="parquet", filesystem=fs).get_fragments())
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                return pa.concat_tables(list(pool.map(one, fragments)))
+
+        return storage.with_retries(f"read {len(paths)} activation shard(s) under {self.folder()}", scan)
 
     def _type(self, column: str) -> pa.DataType:
-        return {"num_tokens": pa.int32(), "vector": pa.list_(pa.float32())}.get(column, OPTIONAL_COLUMNS.get(column, pa.string()))
+        types = {"num_tokens": pa.int32(), "vector": pa.list_(pa.float32()), **IDENTITY_COLUMNS, **OPTIONAL_COLUMNS}
+        return types.get(column, pa.string())
 
     def folder(self) -> str:
         return self.uris[0].rsplit("/", 1)[0] if self.uris else "(empty)"
@@ -172,6 +235,8 @@ class Pool:
 
     def __init__(self, shard_uris: Sequence[str], ledger: pa.Table | None = None, *, _store: _Store | None = None,
                  _source: str | None = None):
+        """`ledger`: the raw ledger rows of these shards when the caller has them (what the
+        activation actors returned: RAW_LEDGER_COLUMNS + shard), so they are not read back."""
         self._store = _store or _Store(tuple(sorted(shard_uris)), ledger)
         self.source = _source
 
@@ -199,16 +264,20 @@ class Pool:
     # -- the ledger: kept and dropped rows, small columns ----------------------------------
 
     def ledger(self) -> pa.Table:
-        """LEDGER_COLUMNS of every row (kept and dropped), sorted by id."""
+        """LEDGER_COLUMNS of every row (kept and dropped), resolved (ids unique), sorted by id."""
+        return self._view(self._store.resolved()).select(list(LEDGER_COLUMNS))
+
+    def raw_ledger(self) -> pa.Table:
+        """The ledger rows as written (RAW_LEDGER_COLUMNS + shard): what a resumed run extends."""
         store = self._store
-        if store.ledger is None:
-            store.ledger = store.read(list(LEDGER_COLUMNS)).sort_by("id")
-            _check_unique(store.ledger, self.folder)
-        return self._view(store.ledger)
+        raw = store.raw if store.raw is not None else store.read(list(RAW_LEDGER_COLUMNS))
+        store.raw = raw
+        return self._view(raw)
 
     def ids(self) -> set[str]:
-        """Every chunk id already in the pool, kept or dropped (what a resumed run skips)."""
-        return set(self.ledger().column("id").to_pylist())
+        """Every chunk id already in the pool, kept or dropped, as written (what a resumed run
+        skips: every copy of a chunk already embedded)."""
+        return set(self.raw_ledger().column("id").to_pylist())
 
     def __len__(self) -> int:
         """Kept (embedded) chunks."""
@@ -234,7 +303,8 @@ class Pool:
         if ids is not None:
             table = table.filter(pc.is_in(table.column("id"), pa.array(sorted(set(ids)), pa.string())))
         if "text" in wanted:
-            texts = self._store.read(["id", "text"], filter=KEPT & pc.field("id").isin(table.column("id"))).sort_by("id")
+            texts = self._store.only_kept(self._store.read(["id", "text"], filter=KEPT & pc.field("id").isin(
+                table.column("id"))))
             table = table.append_column("text", texts.column("text"))
         return table.select(["id", *wanted])
 
@@ -245,7 +315,7 @@ class Pool:
             store.kept = led.filter(pc.equal(led.column("drop"), "")).select(["id", "source", "num_tokens", "doc_id"])
         missing = [c for c in columns if c not in store.kept.column_names]
         if missing:
-            extra = store.read(["id", *missing], filter=KEPT).sort_by("id")
+            extra = store.only_kept(store.read(["id", *missing], filter=KEPT))
             if extra.num_rows != store.kept.num_rows:
                 raise UserError(f"pool {self.folder}: shards changed while being read; rerun")
             for c in missing:
@@ -267,8 +337,19 @@ class Pool:
         if self.source is not None:
             cond = cond & (col("source") == self.source)
         extra = [c for c in ("drop", "source") if c not in wanted]
-        ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(wanted + extra).filter(expr=cond)
+        shadowed = self._shadowed()
+        ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=bool(len(shadowed)))
+        ds = ds.select_columns(wanted + extra + (["path"] if len(shadowed) else [])).filter(expr=cond)
+        if len(shadowed):  # rows stored as kept that the resolution drops (repeats): rarely any
+            ds = ds.map_batches(_drop_rows, fn_args=(shadowed,), batch_format="pyarrow")
         return ds.drop_columns(extra) if extra else ds
+
+    def _shadowed(self) -> pa.Array:
+        """shard/id keys of the rows stored as kept that the resolution drops."""
+        res = self._store.resolved()
+        mask = pc.and_(pc.not_equal(res.column("drop"), ""), pc.equal(res.column("raw_drop"), ""))
+        hit = res.filter(mask)
+        return _row_keys(hit.column("shard"), hit.column("raw_id"))
 
     # -- counts for the manifest -------------------------------------------------------------
 
@@ -301,10 +382,47 @@ class Pool:
         }
 
 
-def _check_unique(ledger: pa.Table, folder: str) -> None:
-    ids = ledger.column("id")
-    if pc.count_distinct(ids).as_py() != len(ids):
-        counts = pc.value_counts(ids)
-        dup = next(v["values"] for v in counts.to_pylist() if v["counts"] > 1)
-        raise UserError(f"pool {folder}: chunk id {dup!r} occurs more than once (shards of an older cola-ray "
-                        f"that kept repeated documents twice); delete {folder} and rerun")
+def _row_keys(shards: pa.Array, ids: pa.Array) -> pa.Array:
+    """One string per row naming where a stored row is: `<shard file>/<chunk id>` (a shard holds
+    each id once as kept: repeats within a shard are dropped when it is written)."""
+    return pc.binary_join_element_wise(shards, ids, "/")
+
+
+def _drop_rows(batch: pa.Table, keys: pa.Array) -> pa.Table:
+    names = pc.replace_substring_regex(batch.column("path"), pattern=r"^.*/", replacement="")
+    return batch.filter(pc.invert(pc.is_in(_row_keys(names, batch.column("id")), value_set=keys))).drop_columns(["path"])
+
+
+def resolve(raw: pa.Table) -> pa.Table:
+    """The raw ledger (RAW_LEDGER_COLUMNS + shard, repeats included) -> the pool's ledger:
+    LEDGER_COLUMNS with unique ids, plus `raw_id`, `raw_drop` and `shard` (where each row is
+    stored), sorted by id. See the module docstring for the two rules; a pure function of the
+    rows, so the same shards give the same pool whatever order they were written in."""
+    t = raw.set_column(raw.schema.get_field_index("copy"), "copy", pc.fill_null(raw.column("copy"), 0))
+    t = t.sort_by([("id", "ascending"), ("shard", "ascending"), ("copy", "ascending")])
+    ids = np.asarray(t.column("id").to_pylist(), dtype=object)
+    n = len(ids)
+    first = np.ones(n, bool)
+    if n > 1:
+        first[1:] = ids[1:] != ids[:-1]
+    start = np.maximum.accumulate(np.where(first, np.arange(n), 0)) if n else np.zeros(0, np.int64)
+    rank = np.arange(n) - start
+    new_ids, docs, drops = list(ids), t.column("doc_id").to_pylist(), t.column("drop").to_pylist()
+    raw_drops = list(drops)
+    for i in np.nonzero(rank)[0]:  # repeats of an id: only the rows of repeated documents
+        r = int(rank[i])
+        new_ids[i], drops[i] = f"{ids[i]}~{r}", "duplicate"
+        docs[i] = " ".join(f"{d}~{r}" for d in docs[i].split(" "))
+    keys = t.column("dedup_key")
+    live = np.nonzero((np.asarray(drops, dtype=object) == "") & pc.is_valid(keys).to_numpy(zero_copy_only=False))[0]
+    if len(live):  # exact duplicates by text: of the kept rows sharing a key, the smallest id survives
+        sub = pa.table({"key": keys.take(live), "id": t.column("id").take(live)})  # rank 0: raw id = id
+        winners = sub.group_by("key").aggregate([("id", "min")]).column("id_min")
+        lost = pc.invert(pc.is_in(sub.column("id"), value_set=winners)).to_numpy(zero_copy_only=False)
+        for i in live[lost]:
+            drops[i] = "duplicate"
+    out = pa.table({"id": pa.array(new_ids, pa.string()), "doc_id": pa.array(docs, pa.string()),
+                    "source": t.column("source"), "num_tokens": t.column("num_tokens").cast(pa.int32()),
+                    "drop": pa.array(drops, pa.string()), "raw_id": t.column("id"),
+                    "raw_drop": pa.array(raw_drops, pa.string()), "shard": t.column("shard")})
+    return out.sort_by("id")

@@ -28,6 +28,10 @@ def curate_summary(manifest: dict) -> str:
     times = "  ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
     parts = [table(["source", "documents", "chunks", "embedded", *(["quota"] if caps else []), "selected"], rows),
              f"dropped: {dropped}"]
+    budget = (manifest.get("processing") or {}).get("budget")
+    if budget:
+        parts.append(f"candidate budget: {budget['kept']} documents read into chunking, {budget['skipped']} "
+                     f"skipped ({budget['rule']})")
     if caps:
         parts += ["", _coverage_table(caps), ""]
     parts += [

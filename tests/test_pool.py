@@ -18,14 +18,15 @@ from cola_ray.pool import Pool, make_shard, write_shard
 DIM = 4
 
 
-def _chunks(ids, source="news", drops=None):
+def _chunks(ids, source="news", drops=None, keys=None):
     drops = drops or [""] * len(ids)
     return pa.table({"id": ids, "doc_id": [i.split("#")[0] for i in ids], "source": [source] * len(ids),
-                     "num_tokens": pa.array([10] * len(ids), pa.int32()), "text": [f"text of {i}" for i in ids]}), drops
+                     "num_tokens": pa.array([10] * len(ids), pa.int32()), "text": [f"text of {i}" for i in ids],
+                     "dedup_key": keys or ids}), drops
 
 
-def _write(folder, ids, source="news", drops=None):
-    chunks, drops = _chunks(ids, source, drops)
+def _write(folder, ids, source="news", drops=None, keys=None):
+    chunks, drops = _chunks(ids, source, drops, keys)
     vectors = [None if d else np.full(DIM, n, np.float32) for n, d in enumerate(drops)]
     return write_shard(str(folder), make_shard(chunks, drops, vectors, DIM))
 
@@ -79,7 +80,35 @@ def test_newer_or_foreign_shards_are_refused_in_one_line(tmp_path):
         Pool.open(str(tmp_path / "other")).read(["text"])
 
 
-def test_repeated_ids_are_refused_not_joined_twice(tmp_path):
-    uris = [_write(tmp_path, ["news:a#0"]), _write(tmp_path, ["news:a#0", "news:b#0"], drops=["duplicate", ""])]
-    with pytest.raises(UserError, match="chunk id 'news:a#0' occurs more than once"):
-        len(Pool(uris))
+def test_repeats_resolve_to_unique_ids_whatever_order_the_shards_were_written_in(tmp_path):
+    """Shards are written as chunks arrive: the pool itself resolves a chunk id stored twice (a
+    repeated document) and two chunks with one text (dedup_key): first by (shard, copy) keeps
+    the id, the smallest id keeps a key; the others are counted 'duplicate'."""
+    from cola_ray.pool import resolve
+
+    for order in ((0, 1, 2), (2, 1, 0)):
+        folder = tmp_path / str(order[0])
+        rows = [(["news:a#0", "news:b#0"], ["k1", "k2"]), (["news:a#0", "news:a#0"], ["k1", "k1"]),
+                (["news:c#0"], ["k2"])]  # news:c#0 has news:b#0's text
+        for i in order:
+            _write(folder, rows[i][0], keys=rows[i][1])
+        p = Pool.open(str(folder))
+        led = p.ledger().to_pylist()
+        assert [r["id"] for r in led] == ["news:a#0", "news:a#0~1", "news:a#0~2", "news:b#0", "news:c#0"]
+        assert [r["drop"] for r in led] == ["", "duplicate", "duplicate", "", "duplicate"]
+        assert led[1]["doc_id"] == "news:a~1" and len(p) == 2 and p.counts()["duplicates"] == 3
+        got = p.read(["text", "vector"])
+        assert got.column("id").to_pylist() == ["news:a#0", "news:b#0"]  # each once, payload included
+        assert got.column("text").to_pylist() == ["text of news:a#0", "text of news:b#0"]
+        assert p.ids() == {"news:a#0", "news:b#0", "news:c#0"}  # a resumed run skips every copy
+    raw = Pool.open(str(tmp_path / "0")).raw_ledger()
+    assert resolve(raw).equals(resolve(raw.take(list(range(raw.num_rows))[::-1])))  # row order is irrelevant
+
+
+def test_ray_dataset_of_the_pool_leaves_out_resolved_repeats(tmp_path, ray_session):
+    _write(tmp_path, ["news:a#0", "news:b#0"], keys=["k1", "k2"])
+    _write(tmp_path, ["news:a#0", "news:c#0"], keys=["k1", "k2"])
+    rows = Pool.open(str(tmp_path)).dataset(["text"]).take_all()
+    assert sorted(r["id"] for r in rows) == ["news:a#0", "news:b#0"]
+
+

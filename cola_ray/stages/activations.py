@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from cola_ray.pool import LEDGER_COLUMNS, STAT_COLUMNS, make_shard, write_shard
+from cola_ray.pool import RAW_LEDGER_COLUMNS, STAT_COLUMNS, copies, make_shard, shard_name, write_shard
 from cola_ray.stages.base import ModelStage
 from cola_ray.stages.layerstats import InputStats, stat_layer_ids
 
@@ -115,11 +115,14 @@ class ActivationExtractor(ModelStage):
     """Chunk rows (kept and dropped) -> one shard per Ray batch; returns the shard's ledger rows.
 
     Embeds the kept chunks in micro-batches of similar length, writes the shard (the pool's
-    schema, pool.make_shard) to `shard_dir` and returns only its small ledger rows to the driver.
+    schema, pool.make_shard) to `shard_dir` and returns only its small raw ledger rows (and the
+    shard's name) to the driver. A chunk id repeated within the batch (a document the corpus holds
+    twice) is embedded once; the pool resolves repeats across shards (pool.resolve).
     """
 
-    reads: ClassVar[tuple[str, ...]] = ("id", "doc_id", "source", "num_tokens", "drop", "text", "input_ids")
-    writes: ClassVar[tuple[str, ...]] = LEDGER_COLUMNS
+    reads: ClassVar[tuple[str, ...]] = ("id", "doc_id", "source", "num_tokens", "drop", "text", "input_ids",
+                                        "dedup_key")
+    writes: ClassVar[tuple[str, ...]] = (*RAW_LEDGER_COLUMNS, "shard")
     layers: str
     proj_dim: int
     seed: int
@@ -164,7 +167,8 @@ class ActivationExtractor(ModelStage):
         return out, stats
 
     def process(self, batch: pa.Table) -> pa.Table:
-        drops = batch.column("drop").to_pylist()
+        drops = [d or ("duplicate" if n else "") for d, n in zip(batch.column("drop").to_pylist(),
+                                                                 copies(batch.column("id").to_pylist()))]
         live = [i for i, d in enumerate(drops) if not d]
         tokens = batch.column("input_ids").to_pylist()
         vectors: list = [None] * batch.num_rows
@@ -180,5 +184,6 @@ class ActivationExtractor(ModelStage):
                     drops[i] = "non_finite"
         shard = make_shard(batch, drops, vectors, self.proj_dim, optional=stats,
                            stats_layout=self.stats.layout() if self.stats and live else None)
-        write_shard(self.shard_dir, shard)
-        return shard.select(list(LEDGER_COLUMNS))
+        uri = write_shard(self.shard_dir, shard)
+        ledger = shard.select(list(RAW_LEDGER_COLUMNS))
+        return ledger.append_column("shard", pa.array([shard_name(uri)] * ledger.num_rows, pa.string()))

@@ -30,6 +30,7 @@ FORMATS = {
     ".parquet": "parquet", ".txt": "text", ".txt.gz": "text", ".arrow": "arrow",
 }
 _HF_MARKERS = ("dataset_info.json", "state.json")
+FIRST_RECORD_MAX = 256 << 20  # the longest first line validation reads (longer ones: read by Ray alone)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,12 @@ def _first_record(f: CorpusFile) -> dict | None:
         return {name: "" for name in reader.schema.names}
     with fs.open_input_stream(path) as raw:  # pyarrow decompresses .gz from the extension
         head = raw.read(1 << 20)
+        # a JSON-lines file's first record may be one long line (a book, a code file): read to its end
+        while f.kind == "jsonl" and b"\n" not in head.lstrip() and len(head) < FIRST_RECORD_MAX:
+            more = raw.read(1 << 22)
+            if not more:
+                break
+            head += more
     text = head.decode("utf-8", errors="strict" if len(head) < (1 << 20) else "ignore")
     if f.kind == "text":
         return {"text": text}
@@ -150,9 +157,11 @@ class LabelDocuments:
     row its file, so errors name the file). With a `formatter`, records render through it (Q&A
     with a reasoning section) when the text field is absent, or always with `qa_first`."""
 
-    def __init__(self, source: str, text_field: str, formatter: Any = None, qa_first: bool = False):
+    def __init__(self, source: str, text_field: str, formatter: Any = None, qa_first: bool = False,
+                 fraction: float = 1.0):
         self.source, self.text_field = source, text_field
         self.formatter, self.qa_first = formatter, qa_first
+        self.fraction = fraction  # the candidate budget's share of this source (1: every document)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column("path").to_pylist() if "path" in batch.column_names else ["?"]
@@ -164,11 +173,22 @@ class LabelDocuments:
         else:
             texts = [t if isinstance(t, str) else ("" if t is None else str(t))
                      for t in batch.column(self.text_field).to_pylist()]
-        return pa.table({
+        table = pa.table({
             "doc_id": [doc_id(self.source, t) for t in texts],
             "source": pa.array([self.source] * len(texts), pa.string()),
             "text": pa.array(texts, pa.string()),
         })
+        if self.fraction < 1.0:  # before tokenization: the model only ever sees the budget
+            table = table.filter(pa.array(in_budget(table.column("doc_id").to_pylist(), self.fraction)))
+        return table
+
+
+def in_budget(ids: list[str], fraction: float):
+    """The candidate budget's sample: a hash threshold on the document id, independent of --seed
+    (every seed of a sweep shares one pool) and of file order, sharding and workers."""
+    from cola_ray.hashing import in_sample
+
+    return in_sample(ids, fraction, 0, "candidate-budget")
 
 
 def _read_arrow_stream(batch: pa.Table) -> pa.Table:
@@ -199,25 +219,40 @@ def _read(kind: str, uris: list[str]):
     return runner.run(ray.data.from_items([{"uri": u} for u in uris]), FunctionStage(_read_arrow_stream, batch_size=1))
 
 
-def read_documents(files: list[CorpusFile], text_field: str, max_docs: int | None = None,
-                   formatters: Mapping[str, Any] | None = None, qa_first: Collection[str] = ()):
-    """One streaming Ray Dataset of documents for all corpora; max_docs applies per source.
+def count_documents(files: list[CorpusFile]) -> dict[str, int]:
+    """Records per source (what a candidate budget is split by): one read of the raw records,
+    without labelling or hashing them (parquet: from the file metadata)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for f in files:
+        groups.setdefault((f.source, f.kind), []).append(f.uri)
+    counts: dict[str, int] = {}
+    for (source, kind), uris in groups.items():
+        counts[source] = counts.get(source, 0) + _read(kind, uris).count()
+    return dict(sorted(counts.items()))
+
+
+def read_documents(files: list[CorpusFile], text_field: str, first_docs: int | None = None,
+                   formatters: Mapping[str, Any] | None = None, qa_first: Collection[str] = (),
+                   fractions: Mapping[str, float] | None = None):
+    """One streaming Ray Dataset of documents for all corpora; first_docs (the first N in file
+    order) applies per source; `fractions`: source -> the candidate budget's share of it.
     `formatters` and `qa_first` as in :func:`validate` (plain .txt files never render as Q&A)."""
     groups: dict[tuple[str, str], list[str]] = {}
     for f in files:
         groups.setdefault((f.source, f.kind), []).append(f.uri)
     per_source: dict[str, list] = {}
     for (source, kind), uris in groups.items():
+        share = (fractions or {}).get(source, 1.0)
         if kind == "text":
-            label = LabelDocuments(source, "text")
+            label = LabelDocuments(source, "text", fraction=share)
         else:
-            label = LabelDocuments(source, text_field, (formatters or {}).get(source), source in qa_first)
+            label = LabelDocuments(source, text_field, (formatters or {}).get(source), source in qa_first, share)
         ds = runner.run(_read(kind, uris), FunctionStage(label))
         per_source.setdefault(source, []).append(ds)
     datasets = []
     for parts in per_source.values():
         ds = _union(parts)
-        datasets.append(ds.limit(max_docs) if max_docs else ds)
+        datasets.append(ds.limit(first_docs) if first_docs else ds)
     return _union(datasets)
 
 

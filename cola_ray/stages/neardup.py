@@ -27,7 +27,7 @@ steps shaped for a Ray Data plan (map_batches -> groupby bucket -> map_groups ->
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -36,6 +36,7 @@ import pyarrow as pa
 from datasketch import MinHash, MinHashLSH
 
 from cola_ray.errors import UserError
+from cola_ray.hashing import id_keys
 
 _SCHEME = "affine64"  # uint64 hash values; unbiased on large sets (datasketch >= 2.0)
 _WORD = re.compile(r"\w+")
@@ -218,3 +219,30 @@ def drop_reasons(pairs: Iterable[tuple[Any, Any, bool]]) -> dict[Any, str]:
     exact = {b for _, b, same in pairs if same}
     return {i: "duplicate" if i in exact else "near_duplicate"
             for i in sorted(drop_from_pairs((a, b) for a, b, _ in pairs))}
+
+
+class Verdicts:
+    """The pre-pass's verdicts (doc_id -> 'duplicate' | 'near_duplicate') as two sorted numpy
+    arrays, a 64-bit hash of each dropped id and its reason code: what every chunking task gets.
+    A dict of millions of ids would be rebuilt object by object in every task; these arrays are
+    one memory copy (16 bytes a dropped document). A 64-bit hash collision (odds about n^2 / 2^65,
+    1 in 3,000 at 100M documents) would drop one more document, never keep a duplicate."""
+
+    REASONS = ("duplicate", "near_duplicate")
+
+    def __init__(self, drops: Mapping[str, str]):
+        hashes = id_keys(list(drops), 0, "verdict")
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = hashes[order]
+        self.codes = np.asarray([self.REASONS.index(r) for r in drops.values()], np.uint8)[order]
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def get(self, doc_id: str, default: str = "") -> str:
+        if not len(self.hashes):
+            return default
+        h = id_keys([doc_id], 0, "verdict")[0]
+        j = int(np.searchsorted(self.hashes, h))
+        return self.REASONS[self.codes[j]] if j < len(self.hashes) and self.hashes[j] == h else default
+

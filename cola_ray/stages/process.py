@@ -13,7 +13,9 @@ Output columns (one row per chunk, dropped chunks included so counts survive to 
 `id` (doc_id#index; a packed sequence takes its first piece's id), `doc_id` (of a packed
 sequence: its documents' ids, space-separated), `source`, `text`, `input_ids` (int32, without
 special tokens except packing's EOS), `num_tokens` (0 for a document dropped whole),
-`dedup_key` (hash of the normalised text), `drop` ('' = kept, else the reason).
+`dedup_key` (hash of the normalised text), `drop` ('' = kept, else the reason). Exact duplicates
+are not decided here (that would need every copy of a key in one place): the pool resolves them
+from the ledger after the activation pass (pool.resolve).
 """
 
 from __future__ import annotations
@@ -193,42 +195,3 @@ def surviving_documents(batch: pa.Table, quality: FilterConfig | None) -> pa.Tab
     mask = pa.array(keep)
     return pa.table({"doc_id": batch.column("doc_id").filter(mask), "text": batch.column("text").filter(mask),
                      "key": pa.array(keys, pa.string()).filter(mask)})
-
-
-def mark_duplicates(group: pa.Table) -> pa.Table:
-    """All rows sharing one dedup_key: keep the smallest id (deterministic whatever the order
-    rows arrived in), mark the others 'duplicate' and drop their payload.
-
-    A document that occurs twice in the corpus has the same id twice (the id is its content
-    hash), so its chunks arrive here as rows with equal ids (a dropped row's key is its id, so
-    repeated dropped rows meet here too). Pool ids must be unique: every repeat after the first
-    becomes a 'duplicate' row of its own, `<id>~<n>` of document `<doc_id>~<n>` (n = 1, 2, ...;
-    the copies are identical, so which one keeps the plain id does not matter), and the counts
-    show one more document read and one more duplicate dropped."""
-    if group.num_rows == 1:
-        return group
-    ids = group.column("id").to_pylist()
-    drops = group.column("drop").to_pylist()
-    doc_ids = group.column("doc_id").to_pylist()
-    seen: dict[str, int] = {}
-    order = sorted(range(len(ids)), key=lambda i: (ids[i], drops[i] != "", drops[i]))
-    new_id, new_doc, new_drop = list(ids), list(doc_ids), list(drops)
-    for i in order:
-        n = seen.get(ids[i], 0)
-        seen[ids[i]] = n + 1
-        if n:
-            new_id[i], new_doc[i], new_drop[i] = f"{ids[i]}~{n}", " ".join(f"{d}~{n}" for d in doc_ids[i].split(" ")), "duplicate"
-    live = [i for i, d in enumerate(new_drop) if not d]
-    if len(live) > 1:
-        keep = min(live, key=lambda i: new_id[i])
-        new_drop = [d if (d or i == keep) else "duplicate" for i, d in enumerate(new_drop)]
-    if new_drop == drops and new_id == ids:
-        return group
-    dup = [d != o for d, o in zip(new_drop, drops)]
-    text = pa.array(["" if x else t for x, t in zip(dup, group.column("text").to_pylist())], pa.string())
-    toks = pa.array([[] if x else t for x, t in zip(dup, group.column("input_ids").to_pylist())],
-                    pa.list_(pa.int32()))
-    for name, values in (("id", pa.array(new_id, pa.string())), ("doc_id", pa.array(new_doc, pa.string())),
-                         ("drop", pa.array(new_drop, pa.string())), ("text", text), ("input_ids", toks)):
-        group = group.set_column(group.schema.get_field_index(name), name, values)
-    return group

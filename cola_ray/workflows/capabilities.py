@@ -120,8 +120,7 @@ def embed_probes(cfg: CurateConfig, files: list[ingest.CorpusFile], proc, device
         docs = ingest.read_documents(files, cfg.text_field, cfg.probe_max_docs, proc.formatters, proc.qa_first)
         chunks = runner.run(docs, FunctionStage(process.chunk_batch, args=(cfg.model, cfg.seq_len, cfg.min_tokens),
                                                 batch_size=64))
-        # A probe file may repeat a text: the candidates' exact-dedup step keeps pool ids unique.
-        chunks = runner.run_grouped(chunks, "dedup_key", FunctionStage(process.mark_duplicates))
+        # A probe file may repeat a text: the pool resolves repeats as it does the candidates'.
         for _ in embed(chunks, cfg, device, shard_dir, workers=1).iter_batches(batch_format="pyarrow", batch_size=None):
             pass
         marker.write(settings)

@@ -34,10 +34,14 @@ def ensure_ray() -> None:
     # A CPU actor can legitimately spend many minutes on one shard; Ray's default 30-minute
     # no-progress guard would abort a slow but healthy run.
     ctx.execution_no_progress_timeout_s = -1
-    # Ray Data logs every dataset's execution plan at INFO on the terminal; cola-ray prints its
-    # own stage lines, progress and summary (the full Ray Data logs stay in the session folder).
+    # Ray Data logs every dataset's execution plan (INFO) and notes such as "Progress bars
+    # disabled" (WARNING) on the terminal; cola-ray prints its own stage lines, progress and
+    # summary. Only its console handler is quietened: the full Ray Data log still goes to the
+    # session folder (/tmp/ray/session_*/logs/ray-data). COLA_RAY_VERBOSE=1 shows it all.
     if not os.environ.get("COLA_RAY_VERBOSE"):
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        for handler in logging.getLogger("ray.data").handlers:
+            if "File" not in type(handler).__name__:
+                handler.setLevel(logging.ERROR)
 
 
 def package_versions() -> dict[str, str]:

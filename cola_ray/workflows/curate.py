@@ -33,8 +33,8 @@ from cola_ray import storage
 from cola_ray.cache import Marker, canonical
 from cola_ray.config import CurateConfig
 from cola_ray.errors import UserError
-from cola_ray.pool import LEDGER_COLUMNS, Pool
-from cola_ray.stages import ingest, process, runner
+from cola_ray.pool import RAW_LEDGER_COLUMNS, Pool
+from cola_ray.stages import ingest, neardup, process, runner
 from cola_ray.stages.base import FunctionStage
 from cola_ray.workflows import capabilities, processing
 from cola_ray.workflows.selection import select_and_write, target_k
@@ -44,7 +44,7 @@ from cola_ray.workflows.embedding import embed
 SHARDS = "work/activations"
 # Settings that change what a shard contains: a rerun may reuse shards only if these match.
 ACTIVATION_KEYS = ("model", "corpus", "seq_len", "min_tokens", "text_field", "layers", "proj_dim",
-                   "seed", "dtype", "max_docs", "filters", "near_dup_threshold", "pack", "qa_format",
+                   "seed", "dtype", "first_docs", "filters", "near_dup_threshold", "pack", "qa_format",
                    "qa_template", "qa_fields", "stat_layers")
 PACK_BATCH = 512  # documents per packing task: each task leaves at most one short sequence per source
 
@@ -68,6 +68,10 @@ def resolve_defaults(cfg: CurateConfig) -> CurateConfig:
 
 def _fingerprint(cfg: CurateConfig, files: list[ingest.CorpusFile]) -> dict:
     fp = {k: getattr(cfg, k) for k in ACTIVATION_KEYS}
+    fp["max_docs"] = fp.pop("first_docs")  # its name in the markers of runs before the rename
+    for key in ("max_candidates", "sample_fraction"):  # absent unless set: older markers still match
+        if getattr(cfg, key) is not None:
+            fp[key] = getattr(cfg, key)
     fp["files"] = [f.uri for f in files]
     return fp
 
@@ -98,13 +102,14 @@ def build_pipeline(cfg: CurateConfig, docs, done: set[str], device: str, proc: p
     consumed)."""
     chunks = runner.run(docs, FunctionStage(
         process.chunk_batch, args=(cfg.model, cfg.seq_len, cfg.min_tokens),
-        kwargs=dict(pack=proc.pack, quality=proc.quality, near_dups=near_dups),
+        kwargs=dict(pack=proc.pack, quality=proc.quality, near_dups=neardup.Verdicts(near_dups)),
         batch_size=PACK_BATCH if proc.pack else 64))
-    # Exact dedup needs every copy of a key in one place: a hash shuffle by key (Ray Data groupby).
-    deduped = runner.run_grouped(chunks, "dedup_key", FunctionStage(process.mark_duplicates))
+    # No shuffle in front of the actors: chunks stream straight to them, and exact duplicates (a
+    # document the corpus holds twice, a chunk of text two documents share) are resolved by the
+    # pool from the small ledger (pool.resolve), so only ids and keys ever meet, never payload.
     if done:
-        deduped = runner.run(deduped, FunctionStage(_skip_done, args=(frozenset(done),)))
-    return embed(deduped, cfg, device, storage.join(cfg.out, SHARDS))
+        chunks = runner.run(chunks, FunctionStage(_skip_done, args=(frozenset(done),)))
+    return embed(chunks, cfg, device, storage.join(cfg.out, SHARDS))
 
 
 def _skip_done(batch: pa.Table, done: set[str]) -> pa.Table:
@@ -134,11 +139,19 @@ def _inputs(cfg: CurateConfig):
 
 
 def run_curate(cfg: CurateConfig) -> dict:
-    """Run the whole curate workflow; returns the manifest (also written to --out)."""
+    """Run the whole curate workflow; returns the manifest (also written to --out). One run at a
+    time per --out (lock.py)."""
+    from cola_ray import lock
+
+    cfg = resolve_defaults(cfg)
+    with lock.hold(cfg.out, "curate"):
+        return _curate(cfg)
+
+
+def _curate(cfg: CurateConfig) -> dict:
     from cola_ray import models
 
     clock = RunClock()
-    cfg = resolve_defaults(cfg)
     with clock("validate"):
         models.load_tokenizer(cfg.model)  # a bad --model fails here, in one line
         _check_model(cfg)
@@ -154,14 +167,22 @@ def run_curate(cfg: CurateConfig) -> dict:
         log(f"resuming: {previous} activation shards already written ({len(done)} chunks), skipping them")
     log(f"reading {len(files)} file(s) from {len(set(f.source for f in files))} source(s); "
         f"{cfg.workers} activation worker(s) on {device}")
-    docs = ingest.read_documents(files, cfg.text_field, cfg.max_docs, proc.formatters, proc.qa_first)
+    budget = None
+    if cfg.max_candidates is not None or cfg.sample_fraction is not None:
+        with clock("budget"):
+            budget = processing.candidate_budget(cfg, files)
+        fractions = {s: b["fraction"] for s, b in budget["per_source"].items()}
+        log("candidate budget: " + ", ".join(f"{s} {b['fraction']:.3g} of {b['documents']}"
+                                             for s, b in budget["per_source"].items()))
+    docs = ingest.read_documents(files, cfg.text_field, cfg.first_docs, proc.formatters, proc.qa_first,
+                                 fractions if budget else None)
     with clock("near-dedup"):
         near_dups = processing.near_duplicates(cfg, docs, proc, fingerprint)
-    ledgers = [before.ledger()] if before else []
+    ledgers = [before.raw_ledger()] if before else []
     with clock("ingest+process+activations"), progress("chunks embedded") as bar:
         pipeline = build_pipeline(cfg, docs, done, device, proc, near_dups)
         for batch in pipeline.iter_batches(batch_format="pyarrow", batch_size=None):
-            ledgers.append(batch.select(list(LEDGER_COLUMNS)))
+            ledgers.append(batch.select([*RAW_LEDGER_COLUMNS, "shard"]))
             bar.update(int(pc.sum(pc.equal(batch.column("drop"), "")).as_py() or 0))
     new_rows = sum(t.num_rows for t in ledgers) - (ledgers[0].num_rows if before else 0)
     # the ledger the actors returned is the pool's ledger: no need to read it back from storage
@@ -178,7 +199,8 @@ def run_curate(cfg: CurateConfig) -> dict:
         with clock("coverage"):
             quota = capabilities.allocate(cfg, caps, probe_table, pool, k)
     extra = dict(device=device, resume={"shards_reused": previous, "rows_new": new_rows},
-                 processing=processing.manifest_section(proc, near_dups))
+                 processing=processing.manifest_section(proc, near_dups,
+                                                        processing.budget_section(budget, pool.counts())))
     return select_and_write(cfg, spec, pool, cfg.out, storage.join(cfg.out, "work", "selectors"), clock,
                             quotas=quota.plan.quotas if quota else None,
                             after=(lambda selected: [capabilities.plot(cfg, quota, pool, selected)]) if quota else None,

@@ -119,8 +119,50 @@ def near_duplicates(cfg: CurateConfig, docs, proc: Processing, fingerprint: dict
     return cached_json(storage.join(cfg.out, NEAR_DUPS), fingerprint, compute)
 
 
-def manifest_section(proc: Processing, drops: dict[str, str]) -> dict:
+def water_fill(counts: dict[str, int], total: int) -> dict[str, float]:
+    """Split `total` over sources: equal shares, a source smaller than its share keeps all it has
+    and the rest is shared by the others (every source keeps candidates; the largest pays)."""
+    left, out = float(total), {}
+    order = sorted(counts, key=lambda s: (counts[s], s))
+    for i, source in enumerate(order):
+        out[source] = min(float(counts[source]), left / (len(order) - i))
+        left -= out[source]
+    return dict(sorted(out.items()))
+
+
+def candidate_budget(cfg: CurateConfig, files) -> dict | None:
+    """The candidate budget of a run (None without one): per source, its documents and the
+    share of them to embed, decided before tokenization (ingest.in_budget)."""
+    if cfg.max_candidates is None and cfg.sample_fraction is None:
+        return None
+    from cola_ray.stages import ingest
+
+    counts = ingest.count_documents(files)
+    if cfg.sample_fraction is not None:
+        fractions = {s: cfg.sample_fraction for s in counts}
+    else:
+        shares = water_fill(counts, cfg.max_candidates)
+        fractions = {s: min(1.0, shares[s] / n) if n else 1.0 for s, n in counts.items()}
+    return {"max_candidates": cfg.max_candidates, "sample_fraction": cfg.sample_fraction,
+            "rule": "uniform by document-id hash, per source (approximate: a hash threshold)",
+            "per_source": {s: {"documents": n, "fraction": round(fractions[s], 6)} for s, n in counts.items()}}
+
+
+def budget_section(budget: dict | None, counts: dict) -> dict | None:
+    """The budget for the manifest, with the documents it kept (read into chunking) and skipped."""
+    if budget is None:
+        return None
+    per = {}
+    for s, b in budget["per_source"].items():
+        kept = counts["per_source"].get(s, {}).get("documents", 0)
+        per[s] = {**b, "kept": kept, "skipped": max(0, b["documents"] - kept)}
+    return {**budget, "per_source": per, "kept": sum(v["kept"] for v in per.values()),
+            "skipped": sum(v["skipped"] for v in per.values())}
+
+
+def manifest_section(proc: Processing, drops: dict[str, str], budget: dict | None = None) -> dict:
     return {
+        "budget": budget,
         "filters": dataclasses.asdict(proc.quality) if proc.quality is not None else "off",
         "near_dup": ({"threshold": proc.near_dup_threshold, "documents": len(drops)}
                      if proc.near_dup_threshold > 0 else "off"),

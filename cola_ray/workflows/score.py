@@ -158,6 +158,7 @@ def _forward(rows: list[tuple[str, list[str]]], stage: SetScorer, workers: int) 
                                                                                     batch_size=None):
         for r in batch.to_pylist():
             out[r["set"]] = r
+            log(f"forward pass {len(out)}/{len(rows)}: {r['set']} ({r['seconds']:.1f} s)")
     return out
 
 
@@ -181,12 +182,21 @@ def _probe_tables(cfg, ccfg, opts, device) -> dict[str, dict]:
 
 
 def run_score(cfg: ScoreConfig) -> dict:
-    from cola_ray import demo, models
+    """Score the sets of `cfg`; returns the manifest (also written to --out). One run at a time
+    per --out (lock.py)."""
+    from cola_ray import demo, lock
 
-    clock = RunClock()
     cfg.model = cfg.model or demo.DEMO_DEFAULTS["model"]
     cfg.out = cfg.out or os.path.join("runs", "score-" + time.strftime("%Y%m%d-%H%M%S"))
     cfg.validate()
+    with lock.hold(cfg.out, "score"):
+        return _score(cfg)
+
+
+def _score(cfg: ScoreConfig) -> dict:
+    from cola_ray import models
+
+    clock = RunClock()
     with clock("validate"):
         models.load_tokenizer(cfg.model)
         ccfg = _curate_config(cfg)

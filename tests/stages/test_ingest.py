@@ -49,12 +49,25 @@ def test_reads_every_format_with_source_and_stable_ids(ray_session, many_formats
     assert all(r["doc_id"].startswith(r["source"] + ":") for r in rows)
 
 
-def test_max_docs_is_per_source(ray_session, many_formats, tmp_path):
+def test_first_docs_is_per_source(ray_session, many_formats, tmp_path):
     other = tmp_path / "other.jsonl"
     other.write_text("\n".join(json.dumps({"body": t}) for t in _docs(6, "other")) + "\n")
     files = ingest.discover([str(many_formats), str(other)])
-    rows = ingest.read_documents(files, "body", max_docs=2).take_all()
+    rows = ingest.read_documents(files, "body", first_docs=2).take_all()
     assert sorted(r["source"] for r in rows) == ["formats", "formats", "other", "other"]
+
+
+def test_candidate_budget_is_a_per_source_hash_sample_decided_before_tokenization(ray_session, tmp_path):
+    big, small = tmp_path / "big.jsonl", tmp_path / "small.jsonl"
+    big.write_text("".join(json.dumps({"text": t}) + "\n" for t in _docs(400, "big")))
+    small.write_text("".join(json.dumps({"text": t}) + "\n" for t in _docs(5, "small")))
+    files = ingest.discover([str(big), str(small)])
+    assert ingest.count_documents(files) == {"big": 400, "small": 5}
+    rows = ingest.read_documents(files, "text", fractions={"big": 0.25, "small": 1.0}).take_all()
+    kept = sorted(r["doc_id"] for r in rows if r["source"] == "big")
+    assert 70 <= len(kept) <= 130 and sum(r["source"] == "small" for r in rows) == 5  # ~100 of 400
+    everything = [r["doc_id"] for r in ingest.read_documents(files, "text").take_all() if r["source"] == "big"]
+    assert kept == sorted(i for i, keep in zip(everything, ingest.in_budget(everything, 0.25)) if keep)
 
 
 def test_bad_corpora_name_the_culprit(tmp_path):
@@ -72,3 +85,13 @@ def test_bad_corpora_name_the_culprit(tmp_path):
     ok.write_text(json.dumps({"content": "x"}) + "\n")
     with pytest.raises(UserError, match=r"fields\.jsonl: no field 'text'"):
         ingest.validate(ingest.discover([str(ok)]), "text")
+
+
+def test_a_first_record_longer_than_the_validation_head_is_read_whole(ray_session, tmp_path):
+    """A book or a code file on one JSON line (here 3 MB, beyond the 1 MB head validation used to
+    cut it at) is a document like any other, not a 'corrupt jsonl file'."""
+    f = tmp_path / "books.jsonl"
+    f.write_text(json.dumps({"text": "word " * 600_000}) + "\n" + json.dumps({"text": "a short one"}) + "\n")
+    files = ingest.discover([str(f)])
+    ingest.validate(files, "text")
+    assert sorted(len(r["text"]) for r in ingest.read_documents(files, "text").take_all()) == [11, 3_000_000]

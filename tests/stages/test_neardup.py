@@ -131,3 +131,14 @@ def test_bad_input_is_user_error(corpus):
         NearDedup().duplicates([("a", corpus[0]), ("a", corpus[1])])
     with pytest.raises(UserError, match="2 ids"):
         near_duplicate_pairs([1, 2], np.zeros((3, 8), dtype=np.uint64), 0.5)
+
+
+def test_verdicts_answer_like_the_dict_they_were_built_from():
+    from cola_ray.stages.neardup import Verdicts
+
+    drops = {f"news:{i:04d}": ("duplicate" if i % 3 else "near_duplicate") for i in range(0, 500, 7)}
+    v = Verdicts(drops)
+    assert len(v) == len(drops) and v.hashes.dtype == np.uint64 and v.hashes.nbytes == 8 * len(drops)
+    for i in range(500):
+        assert v.get(f"news:{i:04d}", "") == drops.get(f"news:{i:04d}", "")
+    assert Verdicts({}).get("x", "") == ""

@@ -10,6 +10,7 @@ import pytest
 from cola_ray import storage
 from cola_ray.cli import main
 from cola_ray.config import CurateConfig
+from cola_ray.pool import Pool
 from cola_ray.workflows.curate import SHARDS, run_curate
 from tests.conftest import _write_jsonl, code_texts, news_texts
 
@@ -20,7 +21,9 @@ def corpus(tmp_path_factory):
     news = news_texts()[:30]
     line = ("The river rose two metres overnight and the town council closed the old bridge to traffic. "
             "Engineers will inspect its pillars on Monday.")  # long enough for the quality filter
-    _write_jsonl(root / "news.jsonl", news + [line, "  " + line.replace(" the ", "  The ")])  # same up to case/spaces
+    # `line` twice (a repeated document: one id stored twice, resolved by the pool) and once more
+    # up to case and spaces (a near-dedup 'duplicate' decided before chunking)
+    _write_jsonl(root / "news.jsonl", news + [line, "  " + line.replace(" the ", "  The "), line])
     _write_jsonl(root / "code.jsonl", [t[:1500] for t in code_texts(12)])
     return root
 
@@ -56,9 +59,9 @@ def test_outputs_follow_the_contract(reference_run):
     assert centroids.shape == (8, 16) and centroids.dtype == np.float32
     on_disk = json.loads((out / "manifest.json").read_text())
     counts = on_disk["counts"]
-    assert counts["duplicates"] == 1 and counts["dropped"]["duplicate"] == 1
+    assert counts["duplicates"] == 2 and counts["dropped"]["duplicate"] == 2
     assert set(counts["per_source"]) == {"news", "code"}
-    assert counts["per_source"]["news"]["documents"] == 32
+    assert counts["per_source"]["news"]["documents"] == 33
     assert counts["selected"] == 8 == sum(s["selected"] for s in counts["per_source"].values())
     assert on_disk["model"]["weights_sha256"] and on_disk["versions"]["ray"]
     assert on_disk["selection"]["details"]["objective"] > 0 and on_disk["timings_s"]
@@ -74,6 +77,9 @@ def test_same_selection_with_more_workers_and_other_batch_sizes(reference_run, t
     other = tmp_path / "two-workers"
     run_curate(_cfg(tiny_llama, corpus, other, workers=2, batch_size=16, shard_size=32))
     assert (other / "calibration.jsonl").read_text() == (out / "calibration.jsonl").read_text()
+    # the pool's resolution of repeats does not depend on which shard or worker a copy landed in
+    counts = [json.loads((d / "manifest.json").read_text())["counts"] for d in (out, other)]
+    assert counts[0] == counts[1] and counts[0]["duplicates"] == 2
 
 
 def test_rerun_resumes_from_written_shards(reference_run, tiny_llama, corpus, tmp_path, capfd):
@@ -199,9 +205,27 @@ def test_repeated_documents_are_counted_duplicates_and_never_selected_twice(repe
     c = json.loads((out / "manifest.json").read_text())["counts"]
     assert c["per_source"]["news"]["documents"] == 15  # every copy read is a document ...
     assert c["duplicates"] >= 3  # ... and the copies, within and across sources, exact duplicates
-    led = pq.read_table(out / SHARDS, columns=["id"]).column("id").to_pylist()
-    assert len(led) == len(set(led))  # chunk ids are unique in the pool
+    led = Pool.open(str(out / SHARDS)).ledger().column("id").to_pylist()
+    assert len(led) == len(set(led))  # chunk ids are unique in the pool (stored repeats resolved)
     assert "selector: random" in capsys.readouterr().out
+
+
+def test_candidate_budget_samples_every_source_before_tokenization(repeated_run, capsys):
+    """--max-candidates 12 over sources of 15, 4 and 4 documents: the two small ones whole, the
+    dominant one sampled by id hash; the manifest says how many documents were skipped."""
+    out, args = repeated_run
+    budget_out = out.parent / "budget"
+    args = [*args, "--max-candidates", "12"]
+    args[args.index("--out") + 1] = str(budget_out)
+    assert main(args) == 0
+    m = json.loads((budget_out / "manifest.json").read_text())
+    b = m["processing"]["budget"]
+    assert {s: v["documents"] for s, v in b["per_source"].items()} == {"code": 4, "more": 4, "news": 15}
+    assert b["per_source"]["code"]["fraction"] == 1.0 and b["per_source"]["news"]["fraction"] == pytest.approx(4 / 15, abs=1e-6)
+    news = m["counts"]["per_source"]["news"]["documents"]
+    assert news < 15 and b["per_source"]["news"]["skipped"] == 15 - news
+    assert m["counts"]["per_source"]["code"]["documents"] == 4
+    assert "candidate budget:" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("selector", ["cola", "moment-match", "lexical", "perplexity"])

@@ -57,3 +57,10 @@ def test_near_duplicate_pass_on_ray_matches_in_memory(ray_session):
     assert found == {"s:50": "near_duplicate", "s:60": "duplicate"}
     in_memory = NearDedup(0.8).duplicates([(i, texts[i]) for i in ids if i != "s:70"])
     assert set(found) == in_memory
+
+
+def test_water_fill_keeps_small_sources_whole_and_samples_the_dominant_one():
+    assert processing.water_fill({"crawl": 10_000, "code": 30, "docs": 200}, 600) == {
+        "code": 30.0, "crawl": 370.0, "docs": 200.0}
+    assert processing.water_fill({"a": 10, "b": 10}, 100) == {"a": 10.0, "b": 10.0}  # a budget above the corpus
+    assert sum(processing.water_fill({"a": 7, "b": 900, "c": 55}, 300).values()) == pytest.approx(300)
