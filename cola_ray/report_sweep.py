@@ -7,7 +7,9 @@ Table: one row per trial (the dense reference included), with for every metric M
                  better ones (1.0 = nothing lost; cola_ray.evaluate.retention)
   degradation:M  how much worse, as a fraction of dense: compressed/dense - 1 for perplexity-like
                  metrics, 1 - compressed/dense for accuracies (cola_ray.evaluate.degradation)
-plus status, error, the calibration set's identity (token_ids_sha256) and timings.
+plus status, error, the calibration set's identity (token_ids_sha256) and timings, and
+  proxy:C/P[/R]  the set's `cola-ray score` proxy P for capability C (layer_error: per recipe R),
+                 computed before the trials ran, so each row holds the prediction and the result.
 Everything is written through cola_ray.storage, so --out may be s3://.
 """
 
@@ -49,8 +51,9 @@ def headline_metrics(records: list[dict], suites: list[str]) -> list[str]:
     return out
 
 
-def results_table(records: list[dict]):
-    """pandas DataFrame: one row per trial, scores + retention + degradation vs the dense trial."""
+def results_table(records: list[dict], proxies: dict[str, dict[str, float]] | None = None):
+    """pandas DataFrame: one row per trial, scores + retention + degradation vs the dense trial
+    (+ the set's proxies: set label -> {key: value}, from workflows.sweep.load_proxies)."""
     import pandas as pd
 
     from cola_ray.evaluate import degradation, retention
@@ -59,6 +62,7 @@ def results_table(records: list[dict]):
     dense_scores = (dense or {}).get("scores") or {}
     hib = _hib(records)
     metrics = sorted({k for r in records for k in (r.get("scores") or {})})
+    proxy_keys = sorted({k for v in (proxies or {}).values() for k in v})
     rows = []
     for r in records:
         spec, cal = r.get("spec") or {}, r.get("calibration_set") or {}
@@ -77,6 +81,8 @@ def results_table(records: list[dict]):
             ok = v is not None and m in dense_scores and m in hib
             row[f"retention:{m}"] = retention(dense_scores[m], v, hib[m]) if ok else None
             row[f"degradation:{m}"] = degradation(dense_scores[m], v, hib[m]) if ok else None
+        for key in proxy_keys:
+            row[f"proxy:{key}"] = (proxies or {}).get(spec.get("label"), {}).get(key)
         rows.append(row)
     df = pd.DataFrame(rows)
     df["seed"] = df["seed"].astype("Int64")
@@ -233,12 +239,12 @@ def calibration_costs(out: str, records: list[dict]) -> list[list]:
     return rows
 
 
-def write_report(out: str, records: list[dict], settings: dict) -> list[str]:
+def write_report(out: str, records: list[dict], settings: dict, proxies: dict | None = None) -> list[str]:
     import json
 
     import pyarrow as pa
 
-    df = results_table(records)
+    df = results_table(records, proxies)
     df["sources"] = [json.dumps((r.get("calibration_set") or {}).get("sources")) if r.get("calibration_set") else None
                      for r in records]
     storage.write_parquet(storage.join(out, "results.parquet"), pa.Table.from_pandas(df, preserve_index=False))

@@ -66,10 +66,10 @@ def _absolute(uri: str) -> str:
 
 def curate_template(cfg: SweepConfig) -> CurateConfig:
     """The curate options every trial shares (demo corpus/settings when none are given)."""
-    from cola_ray.config import _coerce
+    from cola_ray.config import _coerce, field_name
     from cola_ray.workflows.curate import resolve_defaults
 
-    values = {k.replace("-", "_"): _coerce(CurateConfig, k.replace("-", "_"), v, "--curate")
+    values = {field_name(CurateConfig, k): _coerce(CurateConfig, field_name(CurateConfig, k), v, "--curate")
               for k, v in cfg.curate.items()}
     if values.get("corpus"):
         values["corpus"] = [_absolute(c) for c in values["corpus"]]
@@ -153,10 +153,15 @@ def check_components(cfg: SweepConfig) -> None:
 def check_settings(cfg: SweepConfig, base: CurateConfig) -> dict:
     """Refuse an --out that holds a sweep with other result-changing settings (like curate)."""
     settings = {k: getattr(cfg, k) for k in RESULT_KEYS}
-    settings.update(model=base.model, curate={k: v for k, v in dataclasses.asdict(base).items()
-                                              if k not in ("out", "seed", "selector", "config", "workers",
-                                                           "batch_size", "device")})
+    curate = {k: v for k, v in dataclasses.asdict(base).items()
+              if k not in ("out", "seed", "selector", "config", "workers", "batch_size", "device")}
+    curate["max_docs"] = curate.pop("first_docs")  # its name in the markers of sweeps before the rename
     marker = Marker(storage.join(cfg.out, "sweep.json"))
+    old = (marker.read() or {}).get("curate")
+    if old is not None:  # an option newer than the sweep on disk, left at its default, changes nothing
+        defaults = {f.name: f.default for f in dataclasses.fields(CurateConfig)}
+        curate = {k: v for k, v in curate.items() if k in old or v != defaults.get(k)}
+    settings.update(model=base.model, curate=curate)
     differences = marker.differences(settings)
     if differences:
         raise UserError(f"--out {cfg.out}: holds a sweep with other settings ({', '.join(differences)}); "
@@ -206,6 +211,54 @@ def build_calibration_sets(cfg: SweepConfig, base: CurateConfig, todo: list[dict
                                  storage.join(pool_out, "work", "selectors"))
 
 
+def _proxies(cfg: SweepConfig) -> list[str]:
+    return [p for p in cfg.proxies if p.lower() not in ("none", "off", "false")]
+
+
+def _score_groups(specs: list[dict], first_seed: int) -> dict[int, list[str]]:
+    """The calibration sets of the grid by the seed of the pool they come from (a sweep's own sets
+    are scored from their pool's statistics; given sets with the first seed, like their pools)."""
+    groups: dict[int, set[str]] = {}
+    for s in specs:
+        if s["kind"] == "compressed" and storage.exists(storage.join(s["calibration"], "calibration.jsonl")):
+            seed = s["pool_seed"] if s["selector"] is not None else first_seed
+            groups.setdefault(int(seed), set()).add(s["calibration"])
+    return {k: sorted(v) for k, v in sorted(groups.items())}
+
+
+def score_sets(cfg: SweepConfig, base: CurateConfig, specs: list[dict]) -> None:
+    """`cola-ray score` over every calibration set of the grid, under <out>/score/seed-<s>/: the
+    cheap signal recorded next to each trial's measured scores. A failure here is logged and the
+    trials still run (the proxies are a by-product, not a result)."""
+    from cola_ray.config import ScoreConfig
+    from cola_ray.workflows.score import run_score
+
+    for seed, uris in _score_groups(specs, int(cfg.seeds[0])).items():
+        opts = dict(capabilities=base.capabilities or ScoreConfig().capabilities, probes=list(base.probes),
+                    proxies=_proxies(cfg), seq_len=base.seq_len, min_tokens=base.min_tokens, layers=base.layers,
+                    proj_dim=base.proj_dim, seed=seed, stat_layers=base.stat_layers,
+                    probe_max_docs=base.probe_max_docs, device=cfg.device, dtype=base.dtype)
+        try:
+            run_score(ScoreConfig(model=base.model, calibration=uris, out=storage.join(cfg.out, "score", f"seed-{seed}"),
+                                  **opts))
+        except UserError as e:
+            log(f"score: not recorded for the seed-{seed} sets ({e})")
+
+
+def load_proxies(out: str, specs: list[dict]) -> dict[str, dict[str, float]]:
+    """set label -> {"<capability>/<proxy>[/<recipe>]": value} from the score runs under <out>/score."""
+    label = {s["calibration"]: s["label"] for s in specs if s["kind"] == "compressed"}
+    found: dict[str, dict[str, float]] = {}
+    for uri in storage.list_files(storage.join(out, "score"), "manifest.json"):
+        m = storage.read_json(uri)
+        by_name = {name: label.get(v["uri"]) for name, v in (m.get("sets") or {}).items()}
+        for row in m.get("scores") or []:
+            if by_name.get(row["set"]):
+                key = "/".join(x for x in (row["capability"], row["proxy"], row["recipe"]) if x)
+                found.setdefault(by_name[row["set"]], {})[key] = row["value"]
+    return found
+
+
 def run_tune(cfg: SweepConfig, todo: list[dict]) -> None:
     """All pending trials as one Tune experiment; trials record themselves (trial.py). A trial
     whose process died without writing its record is recorded here from Tune's error."""
@@ -244,11 +297,19 @@ def _trial_dirname(trial) -> str:
 
 
 def run_sweep(cfg: SweepConfig) -> dict:
-    """Run (or resume) a sweep; returns its manifest (also written to --out)."""
+    """Run (or resume) a sweep; returns its manifest (also written to --out). One run at a time
+    per --out (lock.py)."""
+    from cola_ray import lock
+
+    cfg = resolve(cfg)
+    with lock.hold(cfg.out, "sweep"):
+        return _sweep(cfg)
+
+
+def _sweep(cfg: SweepConfig) -> dict:
     from cola_ray.report_sweep import write_report
 
     clock = RunClock()
-    cfg = resolve(cfg)
     with clock("validate"):
         base = curate_template(cfg)
         check_components(cfg)
@@ -261,12 +322,16 @@ def run_sweep(cfg: SweepConfig) -> dict:
     log(f"{len(specs)} trials ({len(done)} already finished, {len(todo)} to run) -> {cfg.out}")
     if todo:
         build_calibration_sets(cfg, base, todo, clock)
+    if not cfg.report_only and _proxies(cfg):
+        with clock("score sets"):
+            score_sets(cfg, base, specs)
+    if todo:
         with clock("trials (tune)"):
             run_tune(cfg, todo)
     with clock("report"):
         records = [storage.read_json(s["result_uri"]) if storage.exists(s["result_uri"])
                    else {"key": s["key"], "spec": s, "status": "missing", "timings_s": {}} for s in specs]
-        artifacts = write_report(cfg.out, records, settings)
+        artifacts = write_report(cfg.out, records, settings, load_proxies(cfg.out, specs))
     manifest = {
         "kind": "sweep",
         "schema_version": 2,  # 1: before the one selection path (its sets' manifests are still read)

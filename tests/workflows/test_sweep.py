@@ -35,7 +35,8 @@ def _cfg(model, corpus, out, **kw) -> SweepConfig:
                 seeds=["0"], suites=list(SUITES), eval_limit=2, eval_batch_size=4,
                 calibration_sets=[str(out) + "-no-such-set"],
                 curate={"corpus": [str(corpus / "news.jsonl"), str(corpus / "code.jsonl")], "num_samples": 8,
-                        "seq_len": 64, "min_tokens": 16, "proj_dim": 16, "kmeans_iters": 10, "kmeans_restarts": 2})
+                        "seq_len": 64, "min_tokens": 16, "proj_dim": 16, "kmeans_iters": 10, "kmeans_restarts": 2},
+                proxies=["none"])  # the module's sweep fixture scores its sets; reruns need not again
     base.update(kw)
     return SweepConfig(**base)
 
@@ -43,7 +44,7 @@ def _cfg(model, corpus, out, **kw) -> SweepConfig:
 @pytest.fixture(scope="module")
 def sweep(ray_session, tiny_llama, corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "out"
-    manifest = run_sweep(_cfg(tiny_llama, corpus, out))
+    manifest = run_sweep(_cfg(tiny_llama, corpus, out, proxies=["coverage", "moments"]))
     return out, manifest
 
 
@@ -90,6 +91,15 @@ def test_results_table_schema_and_retention_arithmetic(sweep):
         assert row.samples == 8 and (row.sparsity > 0.45 if row.recipe == "wanda-50" else True)
     failed = df[df["status"] == "failed"]
     assert failed["error"].str.contains("no calibration.jsonl").all() and failed[f"score:{metric}"].isna().all()
+    # every trial's row carries its set's `cola-ray score` proxies (the prediction next to the result)
+    scored = df[df["set"].isin(["cola-seed0", "random-seed0"])]
+    for col in ("proxy:general/coverage_nn", "proxy:code/moment_error", "proxy:code/hessian_error"):
+        assert scored[col].notna().all() and failed[col].isna().all()
+    one = json.loads((out / "score" / "seed-0" / "manifest.json").read_text())
+    row = next(r for r in one["scores"] if r["set"] == "cola-seed0" and r["capability"] == "code"
+               and r["proxy"] == "moment_error")
+    assert scored.loc[scored["set"] == "cola-seed0", "proxy:code/moment_error"].iloc[0] == pytest.approx(row["value"])
+    assert one["sets"]["cola-seed0"]["statistics_from"] == "pool"  # scored from the pool, no forward pass
     report = (out / "report.md").read_text()
     assert "| wanda-50 | cola | 1 |" in report and "Trials not ok" in report
     for recipe in ("wanda-50", "gptq-w4a16"):
