@@ -8,7 +8,8 @@ layer statistics). Every set is selected from that one pool with the one selecti
 --out/sets/<selector>-k<k>-s<seed>/ (a set already written is reused, so a rerun resumes). The
 field's default is `default`: random from the wiki source alone (the WikiText practice).
 `NAME@probes` is a statistics selector aimed at the run's probe split (`target: probes`): the
-deployment's texts, disjoint from the evaluation split the scores use.
+deployment's texts, disjoint from the evaluation split the scores use; `NAME@capabilities` the
+same with every capability weighing the same (`target: capabilities`).
 
 Scoring uses the **evaluation** split of the offline data as its probes (held-out wiki + news as
 `general`, the HumanEval evaluation problems as `code`): disjoint from the pool and from the probe
@@ -41,7 +42,8 @@ from cola_ray.workflows.curate import SHARDS  # noqa: E402
 from cola_ray.workflows.selection import select_and_write  # noqa: E402
 
 SELECTORS = ["default", "random", "random-stratified", "lexical", "cola", "moment-match", "outlier-coverage",
-             "cluster-herding", "moment-match@probes", "outlier-coverage@probes", "cluster-herding@probes"]
+             "cluster-herding", "moment-match@probes", "outlier-coverage@probes", "cluster-herding@probes",
+             "moment-match@capabilities", "outlier-coverage@capabilities", "cluster-herding@capabilities"]
 
 
 def eval_probes(folder: Path, max_chars: int = 2400) -> list[str]:
@@ -57,11 +59,16 @@ def eval_probes(folder: Path, max_chars: int = 2400) -> list[str]:
     return out
 
 
-def select_sets(pool_out: str, out: Path, ks: list[int], seeds: list[int]) -> list[str]:
+def base_config(pool_out: str) -> CurateConfig:
+    """The curate config the pool was built with, without stage 1 (the selectors alone are compared)."""
     manifest = json.loads(Path(pool_out, "manifest.json").read_text())
     fields = {f.name for f in dataclasses.fields(CurateConfig)}
     base = CurateConfig(**{k: v for k, v in manifest["config"].items() if k in fields})
-    base = dataclasses.replace(base, capabilities=[], probes=[], weights=[], deployment="general", target=None)
+    return dataclasses.replace(base, capabilities=[], probes=[], weights=[], deployment="general", target=None)
+
+
+def select_sets(pool_out: str, out: Path, ks: list[int], seeds: list[int]) -> list[str]:
+    base = base_config(pool_out)
     pool = Pool.open(storage.join(pool_out, SHARDS))
     folders = []
     probe_pool = storage.join(pool_out, "work", "probes")

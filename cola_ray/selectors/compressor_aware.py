@@ -4,7 +4,9 @@ They read the per-chunk layer statistics the activation pass records (stages/lay
 bucketed channel second moments, a sketched second-moment matrix, outlier channels per slot) and
 need no model at selection time. The *target* is what the set's statistics should match: the
 candidates themselves (`target: pool`, the source's view under stage-1 quotas) or the run's
-embedded probe chunks (`target: probes`, with --capabilities: the deployment's text).
+embedded probe chunks (with --capabilities: the deployment's text), either all of them weighted
+by their tokens (`target: probes`: the capability with the most probe text dominates) or every
+capability weighing the same in all (`target: capabilities`; token-weighted within each).
 
 - `moment-match`: kernel herding on the statistics. Each chunk j is a feature vector phi_j (its
   moments and sketch per slot, each (slot, statistic) block divided by the target's norm of that
@@ -39,7 +41,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -51,7 +53,7 @@ from cola_ray.selectors.registry import Pool, Selection, SelectorContext, ranked
 from cola_ray.stages.layerstats import MOMENT_BUCKETS, OUTLIER_TAU, SKETCH_RANK, SLOT_STRIDE, triu
 
 STAT_READ = ["num_tokens", "stat_moments", "stat_sketch", "stat_outliers"]
-TARGETS = ("pool", "probes")
+TARGETS = ("pool", "probes", "capabilities")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Stats:
     sketch: np.ndarray  # float32 [n, slots * T]
     outliers: list[np.ndarray]  # per chunk: slot * SLOT_STRIDE + channel
     layout: dict
+    share: np.ndarray | None = None  # per chunk, sums to 1: its weight in the outlier shares (None: 1/n)
 
 
 def read_stats(pool: Pool, selector: str) -> Stats:
@@ -128,16 +131,34 @@ def read_stats(pool: Pool, selector: str) -> Stats:
 
 
 def target_stats(pool: Pool, ctx: SelectorContext, target: str, selector: str) -> Stats | None:
-    """None: the pool is its own target; else the run's probe chunks (all capabilities)."""
+    """None: the pool is its own target; else the run's probe chunks: all of them token-weighted
+    (`probes`: the capability with the most probe text weighs most), or every capability weighing
+    the same (`capabilities`)."""
     if target == "pool":
         return None
     if not ctx.probe_pool:
-        raise UserError(f"--selector-params target=probes: selector {selector} needs the run's probes "
+        raise UserError(f"--selector-params target={target}: selector {selector} needs the run's probes "
                         f"(pass --capabilities)")
-    probes = read_stats(Pool.open(ctx.probe_pool), selector)
+    probe_pool = Pool.open(ctx.probe_pool)
+    probes = read_stats(probe_pool, selector)
     if probes.moments.shape[1] != 0 and probes.layout.get("slots") != pool.stats_layout().get("slots"):
         raise UserError(f"pool {ctx.probe_pool}: probe statistics have another layout than the candidates'")
+    if target == "capabilities":
+        probes = balanced(probes, probe_pool.read(["source"]).column("source").to_pylist())
     return probes
+
+
+def balanced(stats: Stats, capabilities: list[str]) -> Stats:
+    """The probes re-weighted so that each capability (a probe chunk's source) has the same total
+    weight, token-weighted within it, in the mean the herding matches and in the outlier shares."""
+    caps = np.asarray(capabilities, dtype=object)
+    names = sorted(set(capabilities))
+    tokens, share = np.zeros(len(caps)), np.zeros(len(caps))
+    for name in names:
+        mine = caps == name
+        tokens[mine] = stats.tokens[mine] / max(stats.tokens[mine].sum(), 1e-30) / len(names)
+        share[mine] = 1.0 / mine.sum() / len(names)
+    return replace(stats, tokens=tokens, share=share)
 
 
 # -- moment-match (herding) ---------------------------------------------------------------
@@ -256,17 +277,20 @@ def moment_match_select(pool: Pool, k: int, ctx: SelectorContext) -> Selection:
 def channel_demands(target: Stats, k: int) -> dict[int, tuple[int, float]]:
     """Outlier channel -> (demand q_c, weight w_c) from the target (module docstring)."""
     n = len(target.ids)
-    flags: dict[int, int] = {}
-    for row in target.outliers:
+    # per chunk, its part of the target: 1 of n chunks (counted exactly), or the balanced shares
+    share = target.share if target.share is not None else np.ones(n, np.int64)
+    total = 1.0 if target.share is not None else n
+    flags: dict[int, float] = {}  # channel -> the target's weight flagging it
+    for row, weight in zip(target.outliers, share):
         for c in set(row.tolist()):
-            flags[c] = flags.get(c, 0) + 1
+            flags[c] = flags.get(c, 0) + weight
     w = target.tokens / target.tokens.sum()
     slots = len(target.layout["slots"])
     mean = _weighted_mean(target.moments, w).reshape(slots, -1) if target.moments.size else None
     widths = [s.get("width") for s in target.layout["slots"]]
     out = {}
     for c, f in sorted(flags.items()):
-        q = int(round(k * f / n))
+        q = int(round(k * f / total))
         if q <= 0:
             continue
         slot, channel = divmod(c, SLOT_STRIDE)

@@ -109,3 +109,36 @@ def test_probes_as_the_target_steer_the_selection_towards_them(pool, tmp_path):
             ids = get_selector(name).select(pool, 9, ctx).table.column("id").to_pylist()
             picks[target] = sum(source[i] == "code" for i in ids)
         assert picks["probes"] > picks["pool"] and picks["probes"] >= 6, (name, picks)
+
+
+def test_capabilities_target_weighs_every_capability_the_same(pool, tmp_path):
+    """Probes of 10 code chunks and 2 news chunks: `target: probes` is mostly code, `capabilities`
+    gives news half the weight, so herding takes more news chunks, and the herded mean is the
+    average of the two capabilities' means."""
+    from cola_ray.selectors.compressor_aware import balanced
+
+    rows = [r for r in pool_rows() if r["drop"] == ""]
+    probe_rows = ([dict(r, id=f"probe-c{n}#0", doc_id=f"probe-c{n}", source="code")
+                   for n, r in enumerate([r for r in rows if r["source"] == "code"][:10])]
+                  + [dict(r, id=f"probe-n{n}#0", doc_id=f"probe-n{n}", source="general")
+                     for n, r in enumerate([r for r in rows if r["source"] == "news"][:2])])
+    probes = write_pool(tmp_path / "probes", probe_rows, shard_rows=12)
+    stats = read_stats(probes, "moment-match")
+    even = balanced(stats, probes.read(["source"]).column("source").to_pylist())
+    _, mu = herding_features(read_stats(pool, "moment-match"), even, "moments")
+    caps = np.array(probes.read(["source"]).column("source").to_pylist())
+    means = [np.average(stats.moments[caps == c], axis=0, weights=stats.tokens[caps == c]) for c in ("code", "general")]
+    _, mu_code = herding_features(read_stats(pool, "moment-match"), stats, "moments")
+    assert not np.allclose(mu, mu_code)
+    assert even.share.sum() == pytest.approx(1.0) and even.share[caps == "general"].sum() == pytest.approx(0.5)
+    source = {r["id"]: r["source"] for r in pool.read(["source"]).to_pylist()}
+    news = {}
+    for target in ("probes", "capabilities"):
+        ctx = SelectorContext(model="unused", params={"target": target}, probe_pool=probes.folder)
+        ids = get_selector("moment-match").select(pool, 12, ctx).table.column("id").to_pylist()
+        news[target] = sum(source[i] == "news" for i in ids)
+    assert news["capabilities"] > news["probes"], news
+    # the herded target: per slot block, the direction of the plain average of the two means
+    expected = 0.5 * means[0] + 0.5 * means[1]
+    for block_mu, block_e in zip(np.split(mu, 2), np.split(expected, 2)):
+        assert np.allclose(block_mu / np.linalg.norm(block_mu), block_e / np.linalg.norm(block_e), atol=1e-5)
