@@ -224,8 +224,8 @@ class SweepConfig:
 
     def validate(self) -> "SweepConfig":
         self.selectors, self.recipes, self.suites = _split(self.selectors), _split(self.recipes), _split(self.suites)
-        self.proxies = _split(self.proxies)
-        unknown = [p for p in self.proxies if p not in PROXIES and p.lower() not in ("none", "off", "false")]
+        self.proxies = [p for p in _split(self.proxies) if p.lower() not in ("none", "off", "false")]
+        unknown = [p for p in self.proxies if p not in PROXIES]
         if unknown:
             raise UserError(f"--proxies {unknown[0]}: expected some of {', '.join(PROXIES)}, or none")
         try:

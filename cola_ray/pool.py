@@ -154,10 +154,14 @@ class _Store:
         self.kept_keys: pa.Array | None = None  # shard/id of every kept row, for filtering reads
         self.schema: pa.Schema | None = None
 
+    def raw_rows(self) -> pa.Table:
+        if self.raw is None:
+            self.raw = self.read(list(RAW_LEDGER_COLUMNS))
+        return self.raw
+
     def resolved(self) -> pa.Table:
         if self.ledger is None:
-            raw = self.raw if self.raw is not None else self.read(list(RAW_LEDGER_COLUMNS))
-            self.ledger = resolve(raw)
+            self.ledger = resolve(self.raw_rows())
             kept = self.ledger.filter(pc.equal(self.ledger.column("drop"), ""))
             self.kept_keys = _row_keys(kept.column("shard"), kept.column("raw_id"))
         return self.ledger
@@ -269,10 +273,7 @@ class Pool:
 
     def raw_ledger(self) -> pa.Table:
         """The ledger rows as written (RAW_LEDGER_COLUMNS + shard): what a resumed run extends."""
-        store = self._store
-        raw = store.raw if store.raw is not None else store.read(list(RAW_LEDGER_COLUMNS))
-        store.raw = raw
-        return self._view(raw)
+        return self._view(self._store.raw_rows())
 
     def ids(self) -> set[str]:
         """Every chunk id already in the pool, kept or dropped, as written (what a resumed run
@@ -338,9 +339,10 @@ class Pool:
             cond = cond & (col("source") == self.source)
         extra = [c for c in ("drop", "source") if c not in wanted]
         shadowed = self._shadowed()
-        ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=bool(len(shadowed)))
-        ds = ds.select_columns(wanted + extra + (["path"] if len(shadowed) else [])).filter(expr=cond)
-        if len(shadowed):  # rows stored as kept that the resolution drops (repeats): rarely any
+        any_shadowed = len(shadowed) > 0
+        ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=any_shadowed)
+        ds = ds.select_columns(wanted + extra + (["path"] if any_shadowed else [])).filter(expr=cond)
+        if any_shadowed:  # rows stored as kept that the resolution drops (repeats): rarely any
             ds = ds.map_batches(_drop_rows, fn_args=(shadowed,), batch_format="pyarrow")
         return ds.drop_columns(extra) if extra else ds
 

@@ -167,15 +167,14 @@ def _curate(cfg: CurateConfig) -> dict:
         log(f"resuming: {previous} activation shards already written ({len(done)} chunks), skipping them")
     log(f"reading {len(files)} file(s) from {len(set(f.source for f in files))} source(s); "
         f"{cfg.workers} activation worker(s) on {device}")
-    budget = None
+    budget, fractions = None, None
     if cfg.max_candidates is not None or cfg.sample_fraction is not None:
         with clock("budget"):
             budget = processing.candidate_budget(cfg, files)
         fractions = {s: b["fraction"] for s, b in budget["per_source"].items()}
         log("candidate budget: " + ", ".join(f"{s} {b['fraction']:.3g} of {b['documents']}"
                                              for s, b in budget["per_source"].items()))
-    docs = ingest.read_documents(files, cfg.text_field, cfg.first_docs, proc.formatters, proc.qa_first,
-                                 fractions if budget else None)
+    docs = ingest.read_documents(files, cfg.text_field, cfg.first_docs, proc.formatters, proc.qa_first, fractions)
     with clock("near-dedup"):
         near_dups = processing.near_duplicates(cfg, docs, proc, fingerprint)
     ledgers = [before.raw_ledger()] if before else []

@@ -131,10 +131,9 @@ def water_fill(counts: dict[str, int], total: int) -> dict[str, float]:
 
 
 def candidate_budget(cfg: CurateConfig, files) -> dict | None:
-    """The candidate budget of a run (None without one): per source, its documents and the
-    share of them to embed, decided before tokenization (ingest.in_budget)."""
-    if cfg.max_candidates is None and cfg.sample_fraction is None:
-        return None
+    """The candidate budget of a run that has one: per source, its documents and the share of
+    them to embed, decided before tokenization (ingest.in_budget). The documents are counted
+    for either flag (--sample-fraction needs them only for the manifest's skipped counts)."""
     from cola_ray.stages import ingest
 
     counts = ingest.count_documents(files)

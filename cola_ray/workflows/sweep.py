@@ -211,10 +211,6 @@ def build_calibration_sets(cfg: SweepConfig, base: CurateConfig, todo: list[dict
                                  storage.join(pool_out, "work", "selectors"))
 
 
-def _proxies(cfg: SweepConfig) -> list[str]:
-    return [p for p in cfg.proxies if p.lower() not in ("none", "off", "false")]
-
-
 def _score_groups(specs: list[dict], first_seed: int) -> dict[int, list[str]]:
     """The calibration sets of the grid by the seed of the pool they come from (a sweep's own sets
     are scored from their pool's statistics; given sets with the first seed, like their pools)."""
@@ -235,7 +231,7 @@ def score_sets(cfg: SweepConfig, base: CurateConfig, specs: list[dict]) -> None:
 
     for seed, uris in _score_groups(specs, int(cfg.seeds[0])).items():
         opts = dict(capabilities=base.capabilities or ScoreConfig().capabilities, probes=list(base.probes),
-                    proxies=_proxies(cfg), seq_len=base.seq_len, min_tokens=base.min_tokens, layers=base.layers,
+                    proxies=list(cfg.proxies), seq_len=base.seq_len, min_tokens=base.min_tokens, layers=base.layers,
                     proj_dim=base.proj_dim, seed=seed, stat_layers=base.stat_layers,
                     probe_max_docs=base.probe_max_docs, device=cfg.device, dtype=base.dtype)
         try:
@@ -322,7 +318,7 @@ def _sweep(cfg: SweepConfig) -> dict:
     log(f"{len(specs)} trials ({len(done)} already finished, {len(todo)} to run) -> {cfg.out}")
     if todo:
         build_calibration_sets(cfg, base, todo, clock)
-    if not cfg.report_only and _proxies(cfg):
+    if not cfg.report_only and cfg.proxies:
         with clock("score sets"):
             score_sets(cfg, base, specs)
     if todo:
