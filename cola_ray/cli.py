@@ -96,12 +96,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def find_user_error(e: BaseException) -> UserError | None:
-    """Ray wraps exceptions raised in tasks; dig the UserError out of the chain."""
+    """Ray wraps exceptions raised in tasks; dig the UserError out of the chain. Ray's wrapper
+    (RayTaskError(UserError)) prints the task's traceback before the message, and Ray Data
+    appends notes after it ("Failed to apply UDF transform ...", "To change retry attempts ..."):
+    the message is the first line of the original exception (`cause`)."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        if isinstance(e, UserError) and isinstance(getattr(e, "cause", None), UserError):
+            e = e.cause
         if isinstance(e, UserError):
-            return UserError(str(e).strip().splitlines()[-1] if "\n" in str(e) else str(e))
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            return UserError(lines[0].strip() if lines else type(e).__name__)
         cause = getattr(e, "cause", None)
         e = cause if isinstance(cause, BaseException) else (e.__cause__ or e.__context__)
     return None

@@ -80,6 +80,15 @@ class CurateConfig:
                                      "stage-1 quotas. Approximate (a hash threshold); costs one counting pass")
     sample_fraction: float | None = opt(None, "candidate budget: embed about this fraction of every source's "
                                         "documents (uniform by document-id hash, decided before tokenization)")
+    chat_template: str = opt("auto", "how records with `messages` ({role, content}) or `conversations` ({from, "
+                             "value}) are rendered: auto (the model's chat template; an error if it has none), "
+                             "none (plain 'role: content' text), or a Jinja template FILE")
+    enable_thinking: str = opt("auto", "passed to chat templates that read it (Qwen3-style thinking mode): true, "
+                               "false, or auto (not passed: the template's default). Calibrate in the mode the "
+                               "model is deployed in", ("auto", "true", "false"))
+    skip_bad_files: bool = opt(False, "a JSON-lines file found corrupt partway (a cut .gz, a line that is not a JSON "
+                               "object) ends there instead of failing the run: the records before the damage are "
+                               "kept, and the file, line and reason are listed in the manifest and the summary")
     # stage 2: processing
     filters: list[str] = opt([], "quality-filter thresholds NAME=VALUE, comma-separated or repeatable (min_chars, "
                              "max_symbol_ratio, max_digit_ratio, max_duplicate_line_ratio, top_ngram_size, "

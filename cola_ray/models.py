@@ -85,7 +85,11 @@ def calibration_token_ids(texts: list[str], tokenizer, seq_len: int) -> list[lis
     """Token ids of calibration texts as compression sees them: the model's tokenizer with its
     default special tokens (BOS for Llama-style tokenizers), no re-chunking, cut to seq_len."""
     enc = tokenizer(list(texts), add_special_tokens=True, return_attention_mask=False, verbose=False)
-    return [list(ids)[:seq_len] for ids in enc["input_ids"]]
+    bos = tokenizer.bos_token_id
+    # a chat-rendered text already begins with the BOS its template writes: keep one, as the
+    # activation pass does (activations.pad_batch)
+    return [(list(ids)[1:] if bos is not None and list(ids[:2]) == [bos, bos] else list(ids))[:seq_len]
+            for ids in enc["input_ids"]]
 
 
 def pick_device(device: str) -> str:

@@ -69,8 +69,9 @@ RAW_LEDGER_COLUMNS = (*LEDGER_COLUMNS, *IDENTITY_COLUMNS)
 # stages/layerstats.py says what they hold; the shard metadata's "stats" entry gives their layout.
 OPTIONAL_COLUMNS: dict[str, pa.DataType] = {
     "stat_moments": pa.list_(pa.float32()), "stat_sketch": pa.list_(pa.float32()), "stat_outliers": pa.list_(pa.int32()),
+    "messages": pa.string(),  # the conversation turns (JSON) a chat-rendered chunk came from (stages/chat.py)
 }
-STAT_COLUMNS = tuple(OPTIONAL_COLUMNS)
+STAT_COLUMNS = ("stat_moments", "stat_sketch", "stat_outliers")
 
 
 def shard_schema(proj_dim: int, optional: Sequence[str] = (), stats_layout: dict | None = None) -> pa.Schema:
@@ -92,6 +93,9 @@ def make_shard(chunks: pa.Table, drops: list[str], vectors: list, proj_dim: int,
     optional = {name: pa.array([None if v is None else np.asarray(v) for v in values], OPTIONAL_COLUMNS[name])
                 for name, values in (optional or {}).items()}
     texts = chunks.column("text").to_pylist()
+    if "messages" in chunks.column_names and chunks.column("messages").null_count < chunks.num_rows:
+        optional["messages"] = pa.array([m if not d else None for m, d in zip(chunks.column("messages").to_pylist(), drops)],
+                                        pa.string())
     ids = chunks.column("id").to_pylist()
     keys = chunks.column("dedup_key") if "dedup_key" in chunks.column_names else pa.nulls(len(ids), pa.string())
     table = pa.table({

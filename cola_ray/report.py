@@ -32,6 +32,9 @@ def curate_summary(manifest: dict) -> str:
     if budget:
         parts.append(f"candidate budget: {budget['kept']} documents read into chunking, {budget['skipped']} "
                      f"skipped ({budget['rule']})")
+    for note in (manifest.get("processing") or {}).get("skipped_files") or []:
+        parts.append(f"skipped the rest of {note['file']} (--skip-bad-files; {note['records_kept']} record(s) "
+                     f"kept): {note['error']}")
     if caps:
         parts += ["", _coverage_table(caps), ""]
     parts += [

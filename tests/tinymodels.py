@@ -69,3 +69,23 @@ def build_model(out: Path, arch: str = "llama", tokenizer_dir: Path | None = Non
     if tokenizer_dir is not None:
         AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
     return out
+
+
+# A Qwen3-style template: special tokens around every turn, and a thinking switch it reads.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if enable_thinking is defined and not enable_thinking %}<s>nothink</s>\n{% endif %}"
+)
+
+
+def with_chat_template(model_dir: Path, out: Path) -> Path:
+    """A copy of a saved model whose tokenizer has CHAT_TEMPLATE."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(model_dir, out)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(out)
+    return out

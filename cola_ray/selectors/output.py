@@ -6,6 +6,7 @@ sorted by `cluster`, with exactly curate's keys in curate's order:
   distance     distance to the centroid (cola) | the selector's score, or null
                (random: the random key; lexical: marginal gain; perplexity: perplexity)
   cluster_size members of the cluster (cola) | null
+  messages     only for a chunk rendered from a conversation (chat template): its turns
 
 Floats are rounded to 1e-4 (curate does the same: forward-pass noise between batch shapes must
 not make two runs' files differ).
@@ -30,15 +31,18 @@ def _float(v) -> float | None:
 def calibration_lines(selection: pa.Table, chunks: pa.Table) -> str:
     """selection (id, cluster, distance, cluster_size) + chunks (id, text, source, num_tokens)
     -> the text of calibration.jsonl."""
-    rows = {r["id"]: r for r in chunks.select(["id", "text", "source", "num_tokens"]).to_pylist()}
+    names = ["id", "text", "source", "num_tokens", *(["messages"] if "messages" in chunks.column_names else [])]
+    rows = {r["id"]: r for r in chunks.select(names).to_pylist()}
     ordered = selection.sort_by([("cluster", "ascending"), ("id", "ascending")]).to_pylist()
     lines = []
     for s in ordered:
         c = rows[s["id"]]
-        lines.append(json.dumps({"id": s["id"], "text": c["text"], "source": c["source"], "cluster": int(s["cluster"]),
-                                 "distance": _float(s["distance"]), "num_tokens": int(c["num_tokens"]),
-                                 "cluster_size": None if s["cluster_size"] is None else int(s["cluster_size"])},
-                                ensure_ascii=False))
+        row = {"id": s["id"], "text": c["text"], "source": c["source"], "cluster": int(s["cluster"]),
+               "distance": _float(s["distance"]), "num_tokens": int(c["num_tokens"]),
+               "cluster_size": None if s["cluster_size"] is None else int(s["cluster_size"])}
+        if c.get("messages"):
+            row["messages"] = json.loads(c["messages"])
+        lines.append(json.dumps(row, ensure_ascii=False))
     return "\n".join(lines) + "\n"
 
 

@@ -88,7 +88,8 @@ def pad_batch(token_lists: list[list[int]], pad_id: int, bos_id: int | None, sid
     its hidden state is an 'attention sink' of huge norm, the same for every chunk."""
     import torch
 
-    seqs = [([bos_id] if bos_id is not None else []) + list(t) for t in token_lists]
+    # a chunk that already starts with BOS (a chat template that writes it) gets no second one
+    seqs = [([bos_id] if bos_id is not None and list(t[:1]) != [bos_id] else []) + list(t) for t in token_lists]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(seqs), width), dtype=torch.bool)
@@ -121,7 +122,7 @@ class ActivationExtractor(ModelStage):
     """
 
     reads: ClassVar[tuple[str, ...]] = ("id", "doc_id", "source", "num_tokens", "drop", "text", "input_ids",
-                                        "dedup_key")
+                                        "dedup_key", "messages")
     writes: ClassVar[tuple[str, ...]] = (*RAW_LEDGER_COLUMNS, "shard")
     layers: str
     proj_dim: int

@@ -1,7 +1,8 @@
 """Stage 1 of the pipeline: corpus URIs -> a streaming Ray Dataset of documents.
 
-Output columns: `doc_id` (source + content hash: stable across runs and machines), `source`
-(the corpus's file or folder name, carried to every output), `text`. Records with question /
+Output columns (DOCUMENT_SCHEMA): `doc_id` (source + content hash: stable across runs and
+machines), `source` (the corpus's file or folder name, carried to every output), `text`,
+`invalid` (a drop reason found while reading) and `messages` (a conversation's turns). Records with question /
 answer structure become one text through a Q&A renderer that the workflow passes in (stage 2's
 formatting; ingest only calls it, so the stages stay independent).
 Every file is checked before anything heavy starts, so a bad corpus fails in seconds with the
@@ -20,10 +21,9 @@ import pyarrow as pa
 
 from cola_ray import storage
 from cola_ray.errors import UserError
-from cola_ray.stages import runner
+from cola_ray.stages import chat, runner
 from cola_ray.stages.base import FunctionStage
 
-OUTPUT_COLUMNS = ("doc_id", "source", "text")
 # file suffix -> reader kind; `.arrow` files come from datasets' save_to_disk folders.
 FORMATS = {
     ".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".json": "json", ".json.gz": "json",
@@ -31,6 +31,7 @@ FORMATS = {
 }
 _HF_MARKERS = ("dataset_info.json", "state.json")
 FIRST_RECORD_MAX = 256 << 20  # the longest first line validation reads (longer ones: read by Ray alone)
+HEAD_BYTES = 64 << 10  # what validation reads of a file when its first record is shorter
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,20 @@ def _first_record(f: CorpusFile) -> dict | None:
         reader = ipc.open_stream(fs.open_input_stream(path))
         return {name: "" for name in reader.schema.names}
     with fs.open_input_stream(path) as raw:  # pyarrow decompresses .gz from the extension
-        head = raw.read(1 << 20)
+        head = raw.read(HEAD_BYTES)  # small: a .gz cut later in the file is the reader's to find
+        complete = len(head) < HEAD_BYTES
         # a JSON-lines file's first record may be one long line (a book, a code file): read to its end
-        while f.kind == "jsonl" and b"\n" not in head.lstrip() and len(head) < FIRST_RECORD_MAX:
+        while f.kind != "text" and b"\n" not in head.lstrip() and not complete and len(head) < FIRST_RECORD_MAX:
             more = raw.read(1 << 22)
-            if not more:
-                break
+            complete = not more
             head += more
-    text = head.decode("utf-8", errors="strict" if len(head) < (1 << 20) else "ignore")
+    if f.kind != "text":  # the first record only: later lines are the reader's to check
+        body = head.lstrip()
+        head = body[: body.find(b"\n")] if b"\n" in body else body
+    elif not complete:  # decode whole lines only: a multi-byte character may straddle the cut
+        cut = head.rfind(b"\n")
+        head = head[:cut] if cut > 0 else head
+    text = head.decode("utf-8-sig", errors="strict" if complete or b"\n" in head or f.kind != "text" else "ignore")
     if f.kind == "text":
         return {"text": text}
     stripped = text.lstrip()
@@ -119,7 +126,7 @@ def _first_record(f: CorpusFile) -> dict | None:
 
 
 def validate(files: list[CorpusFile], text_field: str, formatters: Mapping[str, Any] | None = None,
-             qa_first: Collection[str] = (), flag: str = "--corpus ") -> None:
+             qa_first: Collection[str] = (), flag: str = "--corpus ", renderer: Any = None) -> None:
     """Check every file's first record. `formatters`: source -> Q&A renderer (with
     `check_columns(names) -> bool`); a source's records render as Q&A when its text field is
     absent, or always when the source is in `qa_first` (records without Q&A fields still pass
@@ -134,6 +141,9 @@ def validate(files: list[CorpusFile], text_field: str, formatters: Mapping[str, 
             raise UserError(f"{flag}{f.uri}: unreadable or corrupt {f.kind} file ({reason})") from None
         if not first or f.kind == "text":
             return
+        field = chat.conversation_field(first) if renderer is not None else None
+        if field:
+            return renderer.check(f.uri, field)
         fmt = (formatters or {}).get(f.source)
         qa = fmt is not None and (f.source in qa_first or text_field not in first) and fmt.mentions_qa(list(first))
         try:
@@ -155,32 +165,190 @@ def doc_id(source: str, text: str) -> str:
 class LabelDocuments:
     """Select the text field, attach source and stable id (Ray Data `include_paths` gives each
     row its file, so errors name the file). With a `formatter`, records render through it (Q&A
-    with a reasoning section) when the text field is absent, or always with `qa_first`."""
+    with a reasoning section) when the text field is absent, or always with `qa_first`. With a
+    `chat` renderer, conversation records (chat.py) render through the model's chat template,
+    one document per part of a long conversation, with the part's turns in `messages`."""
 
     def __init__(self, source: str, text_field: str, formatter: Any = None, qa_first: bool = False,
-                 fraction: float = 1.0):
+                 fraction: float = 1.0, chat: Any = None):
         self.source, self.text_field = source, text_field
         self.formatter, self.qa_first = formatter, qa_first
         self.fraction = fraction  # the candidate budget's share of this source (1: every document)
+        self.chat = chat
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column("path").to_pylist() if "path" in batch.column_names else ["?"]
-        if self.formatter is not None and (self.qa_first or self.text_field not in batch.column_names):
-            texts = self.formatter.format_batch(batch.drop_columns(
-                [c for c in ("path",) if c in batch.column_names]).to_pydict())
-        elif self.text_field not in batch.column_names:
-            raise UserError(f"--corpus {paths[0]}: a record has no field {self.text_field!r}")
-        else:
-            texts = [t if isinstance(t, str) else ("" if t is None else str(t))
-                     for t in batch.column(self.text_field).to_pylist()]
-        table = pa.table({
-            "doc_id": [doc_id(self.source, t) for t in texts],
-            "source": pa.array([self.source] * len(texts), pa.string()),
-            "text": pa.array(texts, pa.string()),
-        })
+        columns = _parsed(batch) if LINE in batch.column_names else batch.drop_columns(
+            [c for c in ("path",) if c in batch.column_names]).to_pydict()
+        n = len(next(iter(columns.values()), []))
+        conv = chat.conversation_field(columns) if self.chat is not None else None
+        turns = columns[conv] if conv else [None] * n
+        plain = [i for i, t in enumerate(turns) if t is None]  # the records that are not conversations
+        texts: list = [None] * n
+        if plain:
+            if len(plain) < n:
+                columns = {name: [values[i] for i in plain] for name, values in columns.items()}
+            for i, t in zip(plain, self._texts(columns, paths[0])):
+                texts[i] = t
+        rows: dict[str, list] = {name: [] for name in DOCUMENT_SCHEMA.names}
+
+        def add(doc: str, text: str, invalid: str = "", messages: str | None = None) -> None:
+            for name, value in zip(DOCUMENT_SCHEMA.names, (doc, self.source, text, invalid, messages)):
+                rows[name].append(value)
+
+        for t, value in zip(texts, turns):
+            if value is not None:  # a conversation record: rendered, or a counted bad_conversation
+                self._conversation(value, conv, add)
+            elif isinstance(t, str):
+                add(doc_id(self.source, t), t)
+            elif t is None:  # missing or null: an empty document
+                add(doc_id(self.source, ""), "")
+            else:  # a number, list or object (or a non-string column): dropped as not_string; the id
+                # hashes the value, so distinct values stay distinct documents
+                add(doc_id(self.source, json.dumps(t, sort_keys=True, default=str)), "", "not_string")
+        rows["text"] = _strings(rows["text"])
+        table = pa.table(rows, schema=DOCUMENT_SCHEMA)
         if self.fraction < 1.0:  # before tokenization: the model only ever sees the budget
             table = table.filter(pa.array(in_budget(table.column("doc_id").to_pylist(), self.fraction)))
         return table
+
+    def _texts(self, columns: dict[str, list], path: str) -> list:
+        if self.formatter is not None and (self.qa_first or self.text_field not in columns):
+            return self.formatter.format_batch(columns)
+        if self.text_field in columns:
+            return columns[self.text_field]
+        raise UserError(f"--corpus {path}: a record has no field {self.text_field!r}")
+
+    def _conversation(self, value: Any, field: str, add) -> None:
+        turns = chat.normalize(value, field)
+        raw_id = doc_id(self.source, json.dumps(value, sort_keys=True, default=str))
+        if turns is None:
+            return add(raw_id, "", chat.BAD)
+        try:
+            parts = self.chat.parts(turns)
+        except ValueError:
+            return add(raw_id, "", chat.BAD)
+        for text, part in parts:
+            add(doc_id(self.source, text), text, "", json.dumps(part, ensure_ascii=False))
+
+
+# Documents: `invalid` is a drop reason decided while reading (not_string, bad_conversation),
+# `messages` the turns (JSON) a conversation document was rendered from.
+DOCUMENT_SCHEMA = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()),
+                             ("invalid", pa.string()), ("messages", pa.string())])
+
+
+def _strings(texts: list) -> pa.Array:
+    """pyarrow refuses a str holding a lone surrogate (JSON allows the escape "\\ud800"):
+    replace those characters rather than fail the batch."""
+    try:
+        return pa.array(texts, pa.string())
+    except (UnicodeEncodeError, pa.ArrowException):
+        return pa.array([t if t is None else t.encode("utf-8", "replace").decode("utf-8") for t in texts],
+                        pa.string())
+
+
+# JSON lines: why not Ray's read_json. pyarrow's JSON reader infers one type per column over a
+# block, so one record whose text is a number or a list fails the whole file ("JSONDecodeError:
+# Extra data", and an explicit schema refuses it too). So a reading task only splits a file into
+# raw lines (bytes, never decoded as a whole), and LabelDocuments parses each record alone: a
+# text field of the wrong type is one counted drop, a line that is not JSON is named by file and
+# line number. Memory per task: one block of lines plus the longest line.
+LINE, LINE_NO = "_line", "_line_no"
+LINE_BLOCK_BYTES = 8 << 20  # a reading task yields its lines in tables of about this many bytes
+_READ_BYTES = 256 << 10  # small pieces: a cut .gz loses at most this much before the damage
+
+
+def _read_json_lines(batch: pa.Table, skip_to: str | None = None):
+    """A table of uris -> each file's non-blank lines (raw bytes, each checked to be a JSON
+    object), in tables of about LINE_BLOCK_BYTES. A file that turns out corrupt partway (a cut
+    .gz, a line that is not a JSON object) fails the run with its name and line, or with
+    `skip_to` (--skip-bad-files) ends there: the lines before it are kept and a note naming the
+    file, line and reason is written under `skip_to` for the manifest."""
+    for uri in batch.column("uri").to_pylist():
+        uri = str(uri)
+        lines: list[bytes] = []
+        numbers: list[int] = []
+        size = kept = 0
+        try:
+            for number, line in _numbered_lines(uri):
+                _check_record(uri, number, line)
+                kept += 1
+                lines.append(line)
+                numbers.append(number)
+                size += len(line)
+                if size >= LINE_BLOCK_BYTES:
+                    yield _line_block(uri, lines, numbers)
+                    lines, numbers, size = [], [], 0
+        except UserError as e:
+            if skip_to is None:
+                raise
+            storage.write_bytes(storage.join(skip_to, hashlib.sha256(uri.encode()).hexdigest()[:16] + ".json"),
+                                json.dumps({"file": uri, "records_kept": kept,
+                                            "error": str(e)}).encode())
+        if lines:
+            yield _line_block(uri, lines, numbers)
+
+
+def _numbered_lines(uri: str):
+    """(line number, line) of every non-blank line, read in pieces (memory: a piece plus the
+    longest line); a read error names the file and the last line read whole."""
+    fs, path = storage.filesystem(uri)
+    number, rest = 0, b""
+    try:
+        with fs.open_input_stream(path) as raw:  # .gz is decompressed from the extension
+            while True:
+                data = raw.read(_READ_BYTES)
+                parts = (rest + data).split(b"\n")
+                rest = parts.pop() if data else b""
+                for line in parts:
+                    number += 1
+                    if line.strip():
+                        yield number, line
+                if not data:
+                    return
+    except OSError as e:  # a truncated or corrupt .gz, a vanished file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"--corpus {uri}: unreadable or corrupt jsonl file after line {number} ({reason})") from None
+
+
+def _load(line: bytes) -> Any:
+    """One JSON record; bytes that are not UTF-8 inside it (a crawl's mixed encodings) become
+    U+FFFD, which the broken_encoding filter then counts, rather than failing the file."""
+    try:
+        return json.loads(line, strict=False)  # bytes: UTF-8/16/32 and a BOM detected
+    except UnicodeDecodeError:
+        return json.loads(line.decode("utf-8", "replace"), strict=False)
+
+
+def _check_record(uri: str, number: int, line: bytes) -> None:
+    try:
+        record = _load(line)
+    except ValueError as e:
+        raise UserError(f"--corpus {uri}: line {number} is not a JSON record ({str(e).splitlines()[0]})") from None
+    if not isinstance(record, dict):
+        raise UserError(f"--corpus {uri}: line {number} is a JSON {type(record).__name__}, "
+                        "not an object (records must be JSON objects)")
+
+
+def _line_block(uri: str, lines: list[bytes], numbers: list[int]) -> pa.Table:
+    return pa.table({LINE: pa.array(lines, pa.binary()), LINE_NO: pa.array(numbers, pa.int64()),
+                     "path": pa.array([uri] * len(lines), pa.string())})
+
+
+def _parsed(batch: pa.Table) -> dict[str, list]:
+    """Raw JSON lines (checked by the reader) -> columns: the union of the records' fields, None
+    where a record lacks one."""
+    records = [_load(line) for line in batch.column(LINE).to_pylist()]
+    names = list(dict.fromkeys(k for r in records for k in r))
+    return {name: [r.get(name) for r in records] for name in names}
+
+
+def _is_json_array(uri: str) -> bool:
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_stream(path) as raw:
+        head = raw.read(4096)
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"["
 
 
 def in_budget(ids: list[str], fraction: float):
@@ -204,22 +372,32 @@ def _read_arrow_stream(batch: pa.Table) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def _read(kind: str, uris: list[str]):
+def _read(kind: str, uris: list[str], skip_to: str | None = None):
     import ray
 
     fs, _ = storage.filesystem(uris[0])
     paths = [storage.filesystem(u)[1] for u in uris]
     common = dict(filesystem=fs, file_extensions=None, include_paths=True)
+    if kind == "json" and all(map(_is_json_array, uris)):  # whole-file JSON arrays: pyarrow's reader
+        return ray.data.read_json(paths, **common)
     if kind in ("jsonl", "json"):
-        return ray.data.read_json(paths, **common)  # pyarrow reads JSON lines natively
+        return _per_file(uris, _read_json_lines, skip_to=skip_to)
     if kind == "parquet":
         return ray.data.read_parquet(paths, **common)
     if kind == "text":
         return ray.data.read_text(paths, **common)
-    return runner.run(ray.data.from_items([{"uri": u} for u in uris]), FunctionStage(_read_arrow_stream, batch_size=1))
+    return _per_file(uris, _read_arrow_stream)
 
 
-def count_documents(files: list[CorpusFile]) -> dict[str, int]:
+def _per_file(uris: list[str], reader, **kwargs):
+    """One reading task per file (`reader`: a table of uris -> the file's rows)."""
+    import ray
+
+    files = ray.data.from_items([{"uri": u} for u in uris], override_num_blocks=len(uris))
+    return runner.run(files, FunctionStage(reader, batch_size=1, kwargs=kwargs))
+
+
+def count_documents(files: list[CorpusFile], skip_to: str | None = None) -> dict[str, int]:
     """Records per source (what a candidate budget is split by): one read of the raw records,
     without labelling or hashing them (parquet: from the file metadata)."""
     groups: dict[tuple[str, str], list[str]] = {}
@@ -227,15 +405,19 @@ def count_documents(files: list[CorpusFile]) -> dict[str, int]:
         groups.setdefault((f.source, f.kind), []).append(f.uri)
     counts: dict[str, int] = {}
     for (source, kind), uris in groups.items():
-        counts[source] = counts.get(source, 0) + _read(kind, uris).count()
+        counts[source] = counts.get(source, 0) + _read(kind, uris, skip_to).count()
     return dict(sorted(counts.items()))
 
 
 def read_documents(files: list[CorpusFile], text_field: str, first_docs: int | None = None,
                    formatters: Mapping[str, Any] | None = None, qa_first: Collection[str] = (),
-                   fractions: Mapping[str, float] | None = None):
+                   fractions: Mapping[str, float] | None = None, skip_to: str | None = None,
+                   renderer: Any = None):
     """One streaming Ray Dataset of documents for all corpora; first_docs (the first N in file
-    order) applies per source; `fractions`: source -> the candidate budget's share of it.
+    order) applies per source; `fractions`: source -> the candidate budget's share of it;
+    `skip_to`: with --skip-bad-files, where notes on JSON-lines files found corrupt partway go
+    (see _read_json_lines; without it such a file fails the run); `renderer`: a
+    chat.ChatRenderer for conversation records (None: they are not recognised).
     `formatters` and `qa_first` as in :func:`validate` (plain .txt files never render as Q&A)."""
     groups: dict[tuple[str, str], list[str]] = {}
     for f in files:
@@ -246,8 +428,9 @@ def read_documents(files: list[CorpusFile], text_field: str, first_docs: int | N
         if kind == "text":
             label = LabelDocuments(source, "text", fraction=share)
         else:
-            label = LabelDocuments(source, text_field, (formatters or {}).get(source), source in qa_first, share)
-        ds = runner.run(_read(kind, uris), FunctionStage(label))
+            label = LabelDocuments(source, text_field, (formatters or {}).get(source), source in qa_first, share,
+                                   renderer)
+        ds = runner.run(_read(kind, uris, skip_to), FunctionStage(label))
         per_source.setdefault(source, []).append(ds)
     datasets = []
     for parts in per_source.values():
@@ -258,3 +441,9 @@ def read_documents(files: list[CorpusFile], text_field: str, first_docs: int | N
 
 def _union(parts: list):
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def skipped_files(skip_to: str) -> list[dict]:
+    """The notes --skip-bad-files left under `skip_to` (file, records kept, error), by file."""
+    return sorted((json.loads(storage.read_bytes(u)) for u in storage.list_files(skip_to, ".json")),
+                  key=lambda n: n["file"])

@@ -1,6 +1,7 @@
 """Stage 2: documents -> token chunks, with every drop counted by reason.
 
-Per document, in order: empty -> quality filters (filters.py: too_short, broken_encoding,
+Per document, in order: a reason found while reading (ingest's `invalid`: not_string for a
+JSON text field holding a number, list or object; bad_conversation) -> empty -> quality filters (filters.py: too_short, broken_encoding,
 non_text, repetitive) -> near-duplicate verdicts found beforehand over the whole corpus
 (neardup.py: 'near_duplicate', or 'duplicate' for a copy of an earlier document up to case and
 whitespace). A dropped document leaves one row (`doc_id#0`, no tokens) so the ledger counts it.
@@ -12,8 +13,9 @@ calibration sequences instead of being dropped as too short.
 Output columns (one row per chunk, dropped chunks included so counts survive to the ledger):
 `id` (doc_id#index; a packed sequence takes its first piece's id), `doc_id` (of a packed
 sequence: its documents' ids, space-separated), `source`, `text`, `input_ids` (int32, without
-special tokens except packing's EOS), `num_tokens` (0 for a document dropped whole),
-`dedup_key` (hash of the normalised text), `drop` ('' = kept, else the reason). Exact duplicates
+added special tokens except packing's EOS; a chat template's own are part of the text),
+`num_tokens` (0 for a document dropped whole), `dedup_key` (hash of the normalised text),
+`drop` ('' = kept, else the reason), `messages` (a conversation chunk's turns, JSON; else null). Exact duplicates
 are not decided here (that would need every copy of a key in one place): the pool resolves them
 from the ledger after the activation pass (pool.resolve).
 """
@@ -35,7 +37,7 @@ from cola_ray.stages.filters import FilterConfig, QualityFilter
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()),
     ("input_ids", pa.list_(pa.int32())), ("num_tokens", pa.int32()), ("dedup_key", pa.string()),
-    ("drop", pa.string()),
+    ("drop", pa.string()), ("messages", pa.string()),
 ])
 _WS = re.compile(r"\s+")
 
@@ -91,9 +93,11 @@ class Chunker:
         if pack and self.tokenizer.eos_token_id is None:
             raise UserError(f"--pack: the tokenizer of {model} has no EOS token to separate documents")
 
-    def document_drop(self, text: str, doc: str, near_dups: Mapping[str, str]) -> str:
-        """Why a whole document is dropped ('' = keep): empty, a quality reason, or a verdict
-        of the corpus-wide near-duplicate pass."""
+    def document_drop(self, text: str, doc: str, near_dups: Mapping[str, str], invalid: str | None = "") -> str:
+        """Why a whole document is dropped ('' = keep): a reason found while reading, empty, a
+        quality reason, or a verdict of the corpus-wide near-duplicate pass."""
+        if invalid:
+            return invalid
         if not text.strip():
             return "empty"
         reason = self.quality.reason(text) if self.quality is not None else None
@@ -144,7 +148,8 @@ class Chunker:
     def __call__(self, batch: pa.Table, near_dups: Mapping[str, str] | None = None) -> pa.Table:
         texts = batch.column("text").to_pylist()
         docs, sources = batch.column("doc_id").to_pylist(), batch.column("source").to_pylist()
-        drops = [self.document_drop(t, d, near_dups or {}) for t, d in zip(texts, docs)]
+        invalid, messages = (_optional(batch, name) for name in ("invalid", "messages"))
+        drops = [self.document_drop(t, d, near_dups or {}, bad) for t, d, bad in zip(texts, docs, invalid)]
         live = [i for i, d in enumerate(drops) if not d]
         enc = self.tokenizer([texts[i] for i in live], add_special_tokens=False, return_offsets_mapping=True,
                              return_attention_mask=False, verbose=False) if live else {"input_ids": [], "offset_mapping": []}
@@ -156,7 +161,7 @@ class Chunker:
                 rows.append(dict(_dropped_document(docs[i], "empty"), source=sources[i], pos=(i, 0)))
                 continue
             by_source.setdefault(sources[i], []).extend(
-                dict(p, pos=(i, j)) for j, p in enumerate(self.pieces(docs[i], texts[i], ids, offsets)))
+                dict(p, pos=(i, j), messages=messages[i]) for j, p in enumerate(self.pieces(docs[i], texts[i], ids, offsets)))
         for source, pieces in by_source.items():  # packing never mixes sources
             for row in (self.packed(pieces) if self.pack else pieces):
                 rows.append(dict(self._checked(row), source=source))
@@ -164,8 +169,12 @@ class Chunker:
         for row in sorted(rows, key=lambda r: r["pos"]):
             row["dedup_key"] = dedup_key(row["text"]) if not row["drop"] else row["id"]
             for name in OUTPUT_SCHEMA.names:
-                out[name].append(row[name])
+                out[name].append(row.get(name))
         return pa.table(out, schema=OUTPUT_SCHEMA)
+
+
+def _optional(batch: pa.Table, name: str) -> list:
+    return batch.column(name).to_pylist() if name in batch.column_names else [None] * batch.num_rows
 
 
 def _dropped_document(doc_id: str, reason: str) -> dict:
@@ -188,8 +197,8 @@ def surviving_documents(batch: pa.Table, quality: FilterConfig | None) -> pa.Tab
     see exactly the documents that chunking will keep."""
     check = QualityFilter(quality) if quality is not None else None
     keep, keys = [], []
-    for text in batch.column("text").to_pylist():
-        ok = bool(text.strip()) and (check is None or check.reason(text) is None)
+    for text, invalid in zip(batch.column("text").to_pylist(), _optional(batch, "invalid")):
+        ok = not invalid and bool(text.strip()) and (check is None or check.reason(text) is None)
         keep.append(ok)
         keys.append(dedup_key(text) if ok else "")
     mask = pa.array(keep)

@@ -117,7 +117,8 @@ def embed_probes(cfg: CurateConfig, files: list[ingest.CorpusFile], proc, device
     settings = {**fingerprint, "probes": [(f.source, f.uri) for f in files], "probe_max_docs": cfg.probe_max_docs}
     if not marker.matches(settings):
         storage.delete(shard_dir)
-        docs = ingest.read_documents(files, cfg.text_field, cfg.probe_max_docs, proc.formatters, proc.qa_first)
+        docs = ingest.read_documents(files, cfg.text_field, cfg.probe_max_docs, proc.formatters, proc.qa_first,
+                                     renderer=proc.chat)
         chunks = runner.run(docs, FunctionStage(process.chunk_batch, args=(cfg.model, cfg.seq_len, cfg.min_tokens),
                                                 batch_size=64))
         # A probe file may repeat a text: the pool resolves repeats as it does the candidates'.

@@ -38,10 +38,13 @@ def ensure_ray() -> None:
     # disabled" (WARNING) on the terminal; cola-ray prints its own stage lines, progress and
     # summary. Only its console handler is quietened: the full Ray Data log still goes to the
     # session folder (/tmp/ray/session_*/logs/ray-data). COLA_RAY_VERBOSE=1 shows it all.
+    # Errors too: a failed task's exception reaches the CLI anyway (a UserError as its one line,
+    # anything else with its traceback), so Ray Data's logged copy would only print a traceback
+    # above the one-line message.
     if not os.environ.get("COLA_RAY_VERBOSE"):
         for handler in logging.getLogger("ray.data").handlers:
             if "File" not in type(handler).__name__:
-                handler.setLevel(logging.ERROR)
+                handler.setLevel(logging.CRITICAL)
 
 
 def package_versions() -> dict[str, str]:

@@ -42,6 +42,7 @@ from cola_ray.workflows.common import RunClock, ensure_ray, log, package_version
 from cola_ray.workflows.embedding import embed
 
 SHARDS = "work/activations"
+SKIPPED = "work/skipped-files"  # --skip-bad-files: one note per file found corrupt partway
 # Settings that change what a shard contains: a rerun may reuse shards only if these match.
 ACTIVATION_KEYS = ("model", "corpus", "seq_len", "min_tokens", "text_field", "layers", "proj_dim",
                    "seed", "dtype", "first_docs", "filters", "near_dup_threshold", "pack", "qa_format",
@@ -71,6 +72,9 @@ def _fingerprint(cfg: CurateConfig, files: list[ingest.CorpusFile]) -> dict:
     fp["max_docs"] = fp.pop("first_docs")  # its name in the markers of runs before the rename
     for key in ("max_candidates", "sample_fraction"):  # absent unless set: older markers still match
         if getattr(cfg, key) is not None:
+            fp[key] = getattr(cfg, key)
+    for key, default in (("chat_template", "auto"), ("enable_thinking", "auto")):  # likewise
+        if str(getattr(cfg, key)) != default:
             fp[key] = getattr(cfg, key)
     fp["files"] = [f.uri for f in files]
     return fp
@@ -131,10 +135,10 @@ def _inputs(cfg: CurateConfig):
     caps = capabilities.parse_options(cfg)
     probe_files = caps.probe_files() if caps else []
     proc = processing.processing_options(cfg, [f.source for f in files + probe_files])
-    ingest.validate(files, cfg.text_field, proc.formatters, proc.qa_first)
+    ingest.validate(files, cfg.text_field, proc.formatters, proc.qa_first, renderer=proc.chat)
     for cap in caps.capabilities if caps else []:
         ingest.validate([f for f in probe_files if f.source == cap], cfg.text_field, proc.formatters,
-                        proc.qa_first, flag=f"--probes {cap}=")
+                        proc.qa_first, flag=f"--probes {cap}=", renderer=proc.chat)
     return files, spec, caps, probe_files, proc
 
 
@@ -167,14 +171,19 @@ def _curate(cfg: CurateConfig) -> dict:
         log(f"resuming: {previous} activation shards already written ({len(done)} chunks), skipping them")
     log(f"reading {len(files)} file(s) from {len(set(f.source for f in files))} source(s); "
         f"{cfg.workers} activation worker(s) on {device}")
+    skip_to = storage.join(cfg.out, SKIPPED) if cfg.skip_bad_files else None
+    if skip_to:  # notes of an earlier run's reading are stale: this run reads every file again
+        for uri in storage.list_files(skip_to):
+            storage.delete(uri)
     budget, fractions = None, None
     if cfg.max_candidates is not None or cfg.sample_fraction is not None:
         with clock("budget"):
-            budget = processing.candidate_budget(cfg, files)
+            budget = processing.candidate_budget(cfg, files, skip_to)
         fractions = {s: b["fraction"] for s, b in budget["per_source"].items()}
         log("candidate budget: " + ", ".join(f"{s} {b['fraction']:.3g} of {b['documents']}"
                                              for s, b in budget["per_source"].items()))
-    docs = ingest.read_documents(files, cfg.text_field, cfg.first_docs, proc.formatters, proc.qa_first, fractions)
+    docs = ingest.read_documents(files, cfg.text_field, cfg.first_docs, proc.formatters, proc.qa_first, fractions,
+                                 skip_to, proc.chat)
     with clock("near-dedup"):
         near_dups = processing.near_duplicates(cfg, docs, proc, fingerprint)
     ledgers = [before.raw_ledger()] if before else []
@@ -199,7 +208,8 @@ def _curate(cfg: CurateConfig) -> dict:
             quota = capabilities.allocate(cfg, caps, probe_table, pool, k)
     extra = dict(device=device, resume={"shards_reused": previous, "rows_new": new_rows},
                  processing=processing.manifest_section(proc, near_dups,
-                                                        processing.budget_section(budget, pool.counts())))
+                                                        processing.budget_section(budget, pool.counts()),
+                                                        ingest.skipped_files(skip_to) if skip_to else None))
     return select_and_write(cfg, spec, pool, cfg.out, storage.join(cfg.out, "work", "selectors"), clock,
                             quotas=quota.plan.quotas if quota else None,
                             after=(lambda selected: [capabilities.plot(cfg, quota, pool, selected)]) if quota else None,

@@ -21,6 +21,7 @@ from cola_ray.errors import UserError
 from cola_ray.stages import neardup, process, runner
 from cola_ray.stages.base import FunctionStage
 from cola_ray.stages.filters import FilterConfig
+from cola_ray.stages.chat import ChatRenderer, resolve_template
 from cola_ray.stages.formatting import DEFAULT_TEMPLATE, QAFormatter
 from cola_ray.workflows.common import log
 
@@ -36,6 +37,7 @@ class Processing:
     template: str = DEFAULT_TEMPLATE
     formatters: dict[str, QAFormatter] = field(default_factory=dict)
     qa_first: frozenset[str] = frozenset()
+    chat: ChatRenderer | None = None  # renders conversation records (stages/chat.py)
 
 
 def parse_filters(values: list[str]) -> FilterConfig | None:
@@ -84,7 +86,10 @@ def processing_options(cfg: CurateConfig, labels: Iterable[str]) -> Processing:
     template = (cfg.qa_template or DEFAULT_TEMPLATE).replace("\\n", "\n")
     formatters = {s: QAFormatter(template, mapping.get(s), source=s, text_field=cfg.text_field) for s in labels}
     qa_first = frozenset(labels if cfg.qa_format else mapping)
-    return Processing(parse_filters(cfg.filters), cfg.near_dup_threshold, cfg.pack, template, formatters, qa_first)
+    thinking = {"auto": None, "true": True, "false": False}[str(cfg.enable_thinking).lower()]
+    renderer = ChatRenderer(cfg.model, cfg.seq_len, resolve_template(cfg.chat_template), thinking)
+    return Processing(parse_filters(cfg.filters), cfg.near_dup_threshold, cfg.pack, template, formatters, qa_first,
+                      renderer)
 
 
 def find_near_duplicates(docs, proc: Processing) -> dict[str, str]:
@@ -92,18 +97,17 @@ def find_near_duplicates(docs, proc: Processing) -> dict[str, str]:
     Data: signatures per batch, one row per LSH band, grouped by bucket, pairs to the driver)."""
     threshold = proc.near_dup_threshold
     survivors = runner.run(docs, FunctionStage(process.surviving_documents, args=(proc.quality,), batch_size=64))
-    buckets = runner.run(survivors, FunctionStage(neardup.bucket_rows, args=(threshold,)))
+    # Materialised before the shuffle (which is a barrier anyway): when no document survives the
+    # filters, no block ever gets a `bucket` column (Ray Data does not call a batch function on
+    # empty blocks) and the shuffle's sort would fail on it, with a traceback in Ray's log.
+    # Nothing survived, so there is nothing to deduplicate: chunking then counts every drop.
+    buckets = runner.run(survivors, FunctionStage(neardup.bucket_rows, args=(threshold,))).materialize()
+    if buckets.count() == 0:
+        return {}
     pairs = runner.run_grouped(buckets, "bucket", FunctionStage(neardup.bucket_pairs, args=(threshold,)))
     found = []
-    try:
-        for batch in pairs.iter_batches(batch_format="pyarrow", batch_size=None):
-            found += zip(batch.column("a").to_pylist(), batch.column("b").to_pylist(), batch.column("exact").to_pylist())
-    except Exception as e:  # noqa: BLE001
-        # When no document survives the filters, no block ever gets a `bucket` column (Ray Data
-        # does not call a batch function on empty blocks) and the shuffle's sort fails on it.
-        # Nothing survived, so there is nothing to deduplicate: chunking then counts every drop.
-        if "Invalid sort key column" not in str(e) or survivors.count():
-            raise
+    for batch in pairs.iter_batches(batch_format="pyarrow", batch_size=None):
+        found += zip(batch.column("a").to_pylist(), batch.column("b").to_pylist(), batch.column("exact").to_pylist())
     return neardup.drop_reasons(found)
 
 
@@ -130,13 +134,13 @@ def water_fill(counts: dict[str, int], total: int) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
-def candidate_budget(cfg: CurateConfig, files) -> dict | None:
+def candidate_budget(cfg: CurateConfig, files, skip_to: str | None = None) -> dict | None:
     """The candidate budget of a run that has one: per source, its documents and the share of
     them to embed, decided before tokenization (ingest.in_budget). The documents are counted
     for either flag (--sample-fraction needs them only for the manifest's skipped counts)."""
     from cola_ray.stages import ingest
 
-    counts = ingest.count_documents(files)
+    counts = ingest.count_documents(files, skip_to)
     if cfg.sample_fraction is not None:
         fractions = {s: cfg.sample_fraction for s in counts}
     else:
@@ -159,13 +163,18 @@ def budget_section(budget: dict | None, counts: dict) -> dict | None:
             "skipped": sum(v["skipped"] for v in per.values())}
 
 
-def manifest_section(proc: Processing, drops: dict[str, str], budget: dict | None = None) -> dict:
+def manifest_section(proc: Processing, drops: dict[str, str], budget: dict | None = None,
+                     skipped_files: list[dict] | None = None) -> dict:
     return {
         "budget": budget,
+        "skipped_files": skipped_files,  # None: --skip-bad-files off (a corrupt file fails the run)
         "filters": dataclasses.asdict(proc.quality) if proc.quality is not None else "off",
         "near_dup": ({"threshold": proc.near_dup_threshold, "documents": len(drops)}
                      if proc.near_dup_threshold > 0 else "off"),
         "pack": proc.pack,
+        "chat": ({"template": "model's own" if proc.chat.template is None else
+                  ("none" if proc.chat.template == "none" else "file"),
+                  "enable_thinking": proc.chat.enable_thinking} if proc.chat else None),
         "qa": {"template": proc.template, "fields": {s: f.fields for s, f in proc.formatters.items() if f.fields},
                "qa_first": sorted(proc.qa_first)},
     }

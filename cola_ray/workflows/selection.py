@@ -24,7 +24,8 @@ import pyarrow.compute as pc
 from cola_ray import storage
 from cola_ray.errors import UserError
 from cola_ray.pool import Pool
-from cola_ray.selectors import Selection, Selector, SelectorContext, calibration_lines
+from cola_ray.selectors import Selection, Selector, SelectorContext, calibration_lines, read_calibration
+from cola_ray.workflows.handoff import write_handoff
 
 MANIFEST_VERSION = 2  # 1: before the one selection path (cola's `kmeans` / others' `selector` sections).
 # The only readers of older manifests (a sweep reusing its pools and sets, `sweep --report-only`)
@@ -82,7 +83,7 @@ def write_selection(out: str, pool: Pool, selection: Selection) -> tuple[list[st
     ids = selection.table.column("id").to_pylist()
     if len(set(ids)) != len(ids):
         raise UserError(f"selection: a chunk was selected twice ({len(ids) - len(set(ids))} repeats)")
-    chunks = pool.read(["text", "source", "num_tokens"], ids=ids)
+    chunks = pool.read(["text", "source", "num_tokens", "messages"], ids=ids)
     if chunks.num_rows != len(ids) or any(not t for t in chunks.column("text").to_pylist()):
         raise UserError(f"pool {pool.folder}: selected chunks without text; delete {pool.folder} and rerun")
     storage.write_text(storage.join(out, "calibration.jsonl"), calibration_lines(selection.table, chunks))
@@ -103,7 +104,8 @@ def write_selection(out: str, pool: Pool, selection: Selection) -> tuple[list[st
 
 def manifest(*, config: dict, model: dict, versions: dict, pool: Pool, spec: Selector, k: int,
              ctx: SelectorContext, selection: Selection, selected: pa.Table, quotas: dict | None,
-             seconds: float, out: str, timings: dict, artifacts: list[str], device: str | None = None,
+             seconds: float, out: str, timings: dict, artifacts: list[str], tokens: dict | None = None,
+             device: str | None = None,
              resume: dict | None = None, processing: dict | None = None, capabilities: dict | None = None) -> dict:
     """The one manifest shape of a selection (curate runs and sweep sets alike): the same
     top-level keys for every selector; the selector's own details under `selection`."""
@@ -120,7 +122,8 @@ def manifest(*, config: dict, model: dict, versions: dict, pool: Pool, spec: Sel
         "pool": {"folder": pool.folder, "shards": len(pool.shard_uris), "candidates": len(pool)},
         "selection": {"selector": spec.name, "description": spec.description, "score": spec.score,
                       "uses_seed": spec.uses_seed, "params": dataclasses.asdict(params), "k": k,
-                      "quotas": quotas, "seconds": round(seconds, 3), "details": selection.details},
+                      "quotas": quotas, "seconds": round(seconds, 3), "tokens": tokens,
+                      "details": selection.details},
         "processing": processing,
         "capabilities": capabilities,
         "resume": resume,
@@ -154,11 +157,14 @@ def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | 
     seconds = time.perf_counter() - t0
     with clock("write"):
         artifacts, selected = write_selection(out, pool, selection)
+        written = read_calibration(storage.read_bytes(storage.join(out, "calibration.jsonl")).decode("utf-8"))
+        handed, tokens = write_handoff(out, cfg.model, cfg.seq_len, written)  # in calibration.jsonl's order
+        artifacts += handed
         if after is not None:
             artifacts += after(selected)
     m = manifest(config={**dataclasses.asdict(cfg), "selector": spec.name}, model=dataclasses.asdict(
                  models.model_identity(cfg.model)), versions=package_versions(), pool=pool, spec=spec, k=k, ctx=ctx,
-                 selection=selection, selected=selected, quotas=quotas, seconds=seconds, out=out,
+                 selection=selection, selected=selected, quotas=quotas, seconds=seconds, out=out, tokens=tokens,
                  timings=clock.timings, artifacts=artifacts + [pool_artifact(pool, out)],
                  capabilities=capabilities() if capabilities else None, **extra)
     storage.write_json(storage.join(out, "manifest.json"), m)  # last: marks completion

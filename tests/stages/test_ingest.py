@@ -95,3 +95,53 @@ def test_a_first_record_longer_than_the_validation_head_is_read_whole(ray_sessio
     files = ingest.discover([str(f)])
     ingest.validate(files, "text")
     assert sorted(len(r["text"]) for r in ingest.read_documents(files, "text").take_all()) == [11, 3_000_000]
+
+
+def test_json_lines_are_parsed_record_by_record(ray_session, tmp_path):
+    """One record whose text is a number, a list or an object must not fail the file (pyarrow's
+    reader infers one type per column and did): those become documents marked invalid
+    (not_string, dropped by stage 2), a missing or null text an empty one. A BOM, CRLF line
+    ends, blank lines, a lone surrogate escape, a raw tab inside a string and a latin-1 byte
+    (replaced by U+FFFD, for the broken_encoding filter) are all read."""
+    f = tmp_path / "mixed.jsonl"
+    lines = [json.dumps({"text": "plain one"}), json.dumps({"text": 12345}), "",
+             json.dumps({"text": ["a", "b"]}), json.dumps({"text": {"x": 1}}), json.dumps({"other": 1}),
+             json.dumps({"text": None}), '{"text": "lone \\ud800 surrogate"}', '{"text": "raw\ttab"}']
+    f.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n" + b'{"text": "caf\xe9 latin-1"}\n')
+    files = ingest.discover([str(f)])
+    ingest.validate(files, "text")
+    rows = ingest.read_documents(files, "text").take_all()
+    texts = sorted((r["text"] is None, r["text"] or "") for r in rows)
+    assert texts == [(False, ""), (False, ""), (False, ""), (False, ""), (False, ""), (False, "caf\ufffd latin-1"),
+                     (False, "lone ? surrogate"), (False, "plain one"), (False, "raw\ttab")]
+    bad = [r for r in rows if r["invalid"]]
+    assert [r["invalid"] for r in bad] == ["not_string"] * 3 and len({r["doc_id"] for r in bad}) == 3
+
+
+def test_json_lines_errors_name_the_file_and_line(ray_session, tmp_path):
+    f = tmp_path / "cut.jsonl"
+    f.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"text": "also fine"}) + "\n" + '{"text": "trunc')
+    with pytest.raises(Exception) as err:
+        ingest.read_documents(ingest.discover([str(f)]), "text").take_all()
+    from cola_ray.cli import find_user_error
+
+    assert "cut.jsonl: line 3 is not a JSON record" in str(find_user_error(err.value))
+    g = tmp_path / "array.jsonl"
+    g.write_text(json.dumps({"text": "fine"}) + "\n[1, 2]\n")
+    with pytest.raises(Exception) as err:
+        ingest.read_documents(ingest.discover([str(g)]), "text").take_all()
+    assert "array.jsonl: line 2 is a JSON list, not an object" in str(find_user_error(err.value))
+    gz = tmp_path / "half.jsonl.gz"
+    payload = gzip.compress("".join(json.dumps({"text": f"doc {i} " * 50}) + "\n" for i in range(2000)).encode())
+    gz.write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(Exception) as err:
+        ingest.read_documents(ingest.discover([str(gz)]), "text").take_all()
+    assert "half.jsonl.gz: unreadable or corrupt jsonl file after line" in str(find_user_error(err.value))
+
+
+def test_json_files_of_lines_and_arrays_both_read(ray_session, tmp_path):
+    lines, array = tmp_path / "lines.json", tmp_path / "array.json"
+    lines.write_text(json.dumps({"text": "one"}) + "\n" + json.dumps({"text": 2}) + "\n")
+    array.write_text(json.dumps([{"text": "three"}, {"text": "four"}]))
+    got = sorted((r["text"], r["invalid"]) for r in ingest.read_documents(ingest.discover([str(lines), str(array)]), "text").take_all())
+    assert got == [("", "not_string"), ("four", ""), ("one", ""), ("three", "")]

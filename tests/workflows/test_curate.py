@@ -244,3 +244,52 @@ def test_every_selector_writes_k_rows_one_manifest_shape_and_a_summary(repeated_
     assert len(rows) == 10 and all(json.loads(r)["text"] for r in rows)
     printed = capsys.readouterr().out
     assert f"selector: {selector}" in printed and "total" in printed and "output:" in printed
+
+
+def test_records_whose_text_is_not_a_string_are_counted_drops(ray_session, tiny_llama, tmp_path, capsys):
+    """A crawl export with a number, a list and an object in some records' text field (Ray's
+    JSON reader failed the whole file on them): the run succeeds, counts them as not_string, and
+    the counts add up (documents read = kept + dropped by reason)."""
+    corpus = tmp_path / "mixed.jsonl"
+    good = news_texts()[:10]
+    lines = [json.dumps({"text": t}) for t in good[:5]] + [json.dumps({"text": 7}), json.dumps({"text": [1, 2]}),
+                                                          json.dumps({"text": {"a": "b"}})]
+    corpus.write_text("\n".join(lines + [json.dumps({"text": t}) for t in good[5:]]) + "\n")
+    out = tmp_path / "out"
+    assert main(["curate", "--model", str(tiny_llama), "--corpus", str(corpus), "--out", str(out), "--seq-len", "64",
+                 "--min-tokens", "8", "--num-samples", "4", "--proj-dim", "16", "--selector", "random"]) == 0
+    c = json.loads((out / "manifest.json").read_text())["counts"]
+    assert c["documents"] == 13 and c["dropped"]["not_string"] == 3
+    rows = [json.loads(x) for x in (out / "calibration.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["text"] for r in rows)
+    assert "not_string=3" in capsys.readouterr().out
+
+
+def test_a_file_corrupt_partway_fails_with_its_name_or_is_skipped_on_request(ray_session, tiny_llama, tmp_path, capsys):
+    """A .jsonl.gz cut in the middle of a large corpus: without --skip-bad-files one line naming
+    the file and line, exit 2, no manifest; with it the run succeeds, keeps the records before the
+    damage and lists the file in the manifest and the summary."""
+    import gzip
+
+    good = tmp_path / "corpus" / "good.jsonl"
+    good.parent.mkdir()
+    _write_jsonl(good, news_texts()[:12])
+    words = " ".join(news_texts()).split()
+    rng = np.random.default_rng(0)  # shuffled words: a .gz large enough to be cut past its first records
+    payload = gzip.compress("".join(json.dumps({"text": " ".join(rng.choice(words, 150))}) + "\n"
+                                    for _ in range(1200)).encode())
+    (tmp_path / "corpus" / "cut.jsonl.gz").write_bytes(payload[: len(payload) // 2])
+    out = tmp_path / "out"
+    args = ["curate", "--model", str(tiny_llama), "--corpus", str(tmp_path / "corpus"), "--out", str(out),
+            "--seq-len", "64", "--min-tokens", "8", "--num-samples", "4", "--proj-dim", "16", "--selector", "random",
+            "--near-dup-threshold", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "cut.jsonl.gz: unreadable or corrupt jsonl file after line" in err and err.startswith("cola-ray: error:")
+    assert not (out / "manifest.json").exists()
+    assert main([*args, "--skip-bad-files"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    (note,) = m["processing"]["skipped_files"]
+    assert note["file"].endswith("cut.jsonl.gz") and 0 < note["records_kept"] < 1200
+    assert m["counts"]["documents"] == 12 + note["records_kept"]
+    assert "skipped the rest of" in capsys.readouterr().out

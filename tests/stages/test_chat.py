@@ -1,0 +1,50 @@
+import pytest
+
+from cola_ray.stages import chat
+from tests import tinymodels
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_llama, tmp_path_factory):
+    return tinymodels.with_chat_template(tiny_llama, tmp_path_factory.mktemp("chat") / "model")
+
+
+def test_both_record_styles_normalise_and_bad_ones_are_refused():
+    sharegpt = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
+    assert chat.normalize(sharegpt, "conversations") == [{"role": "user", "content": "hi"},
+                                                         {"role": "assistant", "content": "hello"}]
+    openai = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "x"}]
+    assert chat.normalize(openai, "messages") == openai
+    for bad in ([], "not json", {"role": "user"}, [{"role": "wizard", "content": "x"}], [{"role": "user", "content": 3}],
+                ["a string turn"]):
+        assert chat.normalize(bad, "messages") is None
+
+
+def test_rendering_uses_the_template_and_passes_enable_thinking(chat_model):
+    turns = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
+    plain = chat.ChatRenderer(str(chat_model), 512).render(turns)
+    assert plain == "<s>user\nWhat is 2+2?</s>\n<s>assistant\n4</s>\n"
+    off = chat.ChatRenderer(str(chat_model), 512, enable_thinking=False).render(turns)
+    assert off.endswith("<s>nothink</s>\n")
+    assert chat.ChatRenderer(str(chat_model), 512, template="none").render(turns) == "user: What is 2+2?\n\nassistant: 4"
+
+
+def test_a_long_conversation_splits_between_turns_each_part_a_conversation(chat_model):
+    renderer = chat.ChatRenderer(str(chat_model), 96)
+    turns = [{"role": "system", "content": "You answer questions."}]
+    for i in range(8):
+        turns += [{"role": "user", "content": f"Question {i}: what happens to river number {i} in spring?"},
+                  {"role": "assistant", "content": f"River {i} floods the valley when the snow melts."}]
+    parts = renderer.parts(turns)
+    assert len(parts) > 1
+    for text, part in parts:
+        assert part[0]["role"] == "system" and part[1]["role"] == "user"  # system kept, starts at a user turn
+        assert text == renderer.render(part) and renderer.length(text) <= 96
+    assert [t for _, p in parts for t in p[1:]] == turns[1:]  # every turn once, in order
+
+
+def test_auto_without_a_model_template_is_one_line(tiny_llama):
+    from cola_ray.errors import UserError
+
+    with pytest.raises(UserError, match="has no chat template; give --chat-template FILE"):
+        chat.ChatRenderer(str(tiny_llama), 64).check("corpus/chat.jsonl", "messages")
