@@ -86,6 +86,9 @@ class CurateConfig:
     enable_thinking: str = opt("auto", "passed to chat templates that read it (Qwen3-style thinking mode): true, "
                                "false, or auto (not passed: the template's default). Calibrate in the mode the "
                                "model is deployed in", ("auto", "true", "false"))
+    qa_chat: bool = opt(False, "render Q&A records (see --qa-format) as a user turn (question, context) and an "
+                        "assistant turn (reasoning, answer) through the chat template, instead of the Q&A template's "
+                        "plain text: for instruct models")
     skip_bad_files: bool = opt(False, "a JSON-lines file found corrupt partway (a cut .gz, a line that is not a JSON "
                                "object) ends there instead of failing the run: the records before the damage are "
                                "kept, and the file, line and reason are listed in the manifest and the summary")

@@ -37,8 +37,12 @@ def curate_summary(manifest: dict) -> str:
                      f"kept): {note['error']}")
     if caps:
         parts += ["", _coverage_table(caps), ""]
+    lengths = manifest["selection"].get("tokens")
     parts += [
         selection_line(manifest["selection"]),
+        *([f"calibration tokens per sequence: min {lengths['min']}, median {lengths['median']}, max {lengths['max']} "
+           f"(--seq-len {lengths['seq_len']}); tokenized in calibration.tokens.parquet and calibration/"]
+          if lengths else []),
         f"time: {times}  (total {sum(manifest['timings_s'].values()):.1f}s)",
         f"output: {manifest['out']}  ({', '.join(a for a in manifest['artifacts'] if not a.startswith('work/'))}, "
         "manifest.json)",

@@ -78,6 +78,7 @@ class ChatRenderer:
     seq_len: int
     template: str | None = None
     enable_thinking: bool | None = None
+    qa: bool = False  # also render Q&A records as conversations (formatting.QAFormatter.turns_batch)
 
     @property
     def tokenizer(self):
@@ -86,7 +87,8 @@ class ChatRenderer:
     def check(self, corpus_uri: str, field: str) -> None:
         """The model's own template (`auto`) must exist once a conversation corpus is read."""
         if self.template is None and not getattr(self.tokenizer, "chat_template", None):
-            raise UserError(f"--corpus {corpus_uri}: holds conversations ({field!r}) but {self.model} has no chat "
+            what = "Q&A records to render as chat (--qa-chat)" if field == "Q&A" else f"conversations ({field!r})"
+            raise UserError(f"--corpus {corpus_uri}: holds {what} but {self.model} has no chat "
                             "template; give --chat-template FILE (a Jinja template) or --chat-template none")
 
     def render(self, turns: list[dict]) -> str:

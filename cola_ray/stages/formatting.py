@@ -110,6 +110,24 @@ class QAFormatter:
         n = len(batch[columns[0]]) if columns else 0
         return [self.format_record({c: batch[c][i] for c in columns}) for i in range(n)]
 
+    def turns_batch(self, batch: Mapping[str, Sequence[Any]]) -> list[list[dict] | None]:
+        """Q&A records as a user / assistant exchange, for a chat template to render (None for a
+        plain-text record). This is how the two compose: the chat template gives the structure,
+        so the Q&A template's labels are not used; the user turn is the question (then the
+        context), the assistant turn the reasoning chain, then the answer."""
+        columns = list(batch)
+        n = len(batch[columns[0]]) if columns else 0
+        out: list[list[dict] | None] = []
+        for i in range(n):
+            values = self._role_values({c: batch[c][i] for c in columns})
+            if values is None:
+                out.append(None)
+                continue
+            user = "\n\n".join(p for p in (values["question"], values.get("context", "")) if p)
+            assistant = "\n\n".join(p for p in (values["reasoning"], values["answer"]) if p)
+            out.append([{"role": "user", "content": user}, {"role": "assistant", "content": assistant}])
+        return out
+
     def mentions_qa(self, columns: Sequence[str]) -> bool:
         """Whether records with these field names look like Q&A at all (a mapping is given, or
         a question or answer field is present)."""

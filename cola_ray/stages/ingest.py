@@ -101,17 +101,13 @@ def _first_record(f: CorpusFile) -> dict | None:
         head = raw.read(HEAD_BYTES)  # small: a .gz cut later in the file is the reader's to find
         complete = len(head) < HEAD_BYTES
         # a JSON-lines file's first record may be one long line (a book, a code file): read to its end
-        while f.kind != "text" and b"\n" not in head.lstrip() and not complete and len(head) < FIRST_RECORD_MAX:
+        while b"\n" not in head.lstrip() and not complete and len(head) < FIRST_RECORD_MAX:
             more = raw.read(1 << 22)
             complete = not more
             head += more
-    if f.kind != "text":  # the first record only: later lines are the reader's to check
-        body = head.lstrip()
-        head = body[: body.find(b"\n")] if b"\n" in body else body
-    elif not complete:  # decode whole lines only: a multi-byte character may straddle the cut
-        cut = head.rfind(b"\n")
-        head = head[:cut] if cut > 0 else head
-    text = head.decode("utf-8-sig", errors="strict" if complete or b"\n" in head or f.kind != "text" else "ignore")
+    body = head.lstrip()  # the first record (line) only: later lines are the reader's to check
+    whole = b"\n" in body or complete  # else a first line beyond FIRST_RECORD_MAX, cut
+    text = (body[: body.find(b"\n")] if b"\n" in body else body).decode("utf-8-sig", "strict" if whole else "ignore")
     if f.kind == "text":
         return {"text": text}
     stripped = text.lstrip()
@@ -150,6 +146,8 @@ def validate(files: list[CorpusFile], text_field: str, formatters: Mapping[str, 
             qa = qa and fmt.check_columns(list(first))
         except UserError as e:
             raise UserError(f"{flag}{f.uri}: {e}") from None
+        if qa and renderer is not None and renderer.qa:
+            renderer.check(f.uri, "Q&A")
         if not qa and text_field not in first:
             raise UserError(f"{flag}{f.uri}: no field {text_field!r} (has: "
                             f"{', '.join(sorted(first)[:8])}); set --text-field")
@@ -179,26 +177,31 @@ class LabelDocuments:
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column("path").to_pylist() if "path" in batch.column_names else ["?"]
         columns = _parsed(batch) if LINE in batch.column_names else batch.drop_columns(
-            [c for c in ("path",) if c in batch.column_names]).to_pydict()
+            [c for c in ("path", LINE_NO) if c in batch.column_names]).to_pydict()
         n = len(next(iter(columns.values()), []))
         conv = chat.conversation_field(columns) if self.chat is not None else None
-        turns = columns[conv] if conv else [None] * n
+        turns = list(columns[conv]) if conv else [None] * n
+        kinds: list = [conv] * n  # how each record's turns are written: a conversation field, or "qa"
         plain = [i for i, t in enumerate(turns) if t is None]  # the records that are not conversations
         texts: list = [None] * n
         if plain:
             if len(plain) < n:
                 columns = {name: [values[i] for i in plain] for name, values in columns.items()}
-            for i, t in zip(plain, self._texts(columns, paths[0])):
+            qa_turns = (self.formatter.turns_batch(columns) if self.formatter is not None and self.chat is not None
+                        and self.chat.qa and (self.qa_first or self.text_field not in columns) else [None] * len(plain))
+            for i, t, exchange in zip(plain, self._texts(columns, paths[0]), qa_turns):
                 texts[i] = t
+                if exchange is not None:  # a Q&A record rendered by the chat template (--qa-chat)
+                    turns[i], kinds[i] = exchange, "qa"
         rows: dict[str, list] = {name: [] for name in DOCUMENT_SCHEMA.names}
 
         def add(doc: str, text: str, invalid: str = "", messages: str | None = None) -> None:
             for name, value in zip(DOCUMENT_SCHEMA.names, (doc, self.source, text, invalid, messages)):
                 rows[name].append(value)
 
-        for t, value in zip(texts, turns):
+        for t, value, kind in zip(texts, turns, kinds):
             if value is not None:  # a conversation record: rendered, or a counted bad_conversation
-                self._conversation(value, conv, add)
+                self._conversation(value, kind, add)
             elif isinstance(t, str):
                 add(doc_id(self.source, t), t)
             elif t is None:  # missing or null: an empty document
@@ -220,7 +223,7 @@ class LabelDocuments:
         raise UserError(f"--corpus {path}: a record has no field {self.text_field!r}")
 
     def _conversation(self, value: Any, field: str, add) -> None:
-        turns = chat.normalize(value, field)
+        turns = value if field == "qa" else chat.normalize(value, field)
         raw_id = doc_id(self.source, json.dumps(value, sort_keys=True, default=str))
         if turns is None:
             return add(raw_id, "", chat.BAD)
@@ -253,15 +256,17 @@ def _strings(texts: list) -> pa.Array:
 # Extra data", and an explicit schema refuses it too). So a reading task only splits a file into
 # raw lines (bytes, never decoded as a whole), and LabelDocuments parses each record alone: a
 # text field of the wrong type is one counted drop, a line that is not JSON is named by file and
-# line number. Memory per task: one block of lines plus the longest line.
+# line number. Memory per task: one block of lines plus the longest line. Plain .txt files (one
+# document per line) go through the same reader, decoded line by line.
 LINE, LINE_NO = "_line", "_line_no"
 LINE_BLOCK_BYTES = 8 << 20  # a reading task yields its lines in tables of about this many bytes
 _READ_BYTES = 256 << 10  # small pieces: a cut .gz loses at most this much before the damage
 
 
-def _read_json_lines(batch: pa.Table, skip_to: str | None = None):
+def _read_lines(batch: pa.Table, skip_to: str | None = None, kind: str = "jsonl"):
     """A table of uris -> each file's non-blank lines (raw bytes, each checked to be a JSON
-    object), in tables of about LINE_BLOCK_BYTES. A file that turns out corrupt partway (a cut
+    object; for kind "text", one document per line, decoded with U+FFFD for bytes that are not
+    UTF-8), in tables of about LINE_BLOCK_BYTES. A file that turns out corrupt partway (a cut
     .gz, a line that is not a JSON object) fails the run with its name and line, or with
     `skip_to` (--skip-bad-files) ends there: the lines before it are kept and a note naming the
     file, line and reason is written under `skip_to` for the manifest."""
@@ -271,14 +276,15 @@ def _read_json_lines(batch: pa.Table, skip_to: str | None = None):
         numbers: list[int] = []
         size = kept = 0
         try:
-            for number, line in _numbered_lines(uri):
-                _check_record(uri, number, line)
+            for number, line in _numbered_lines(uri, kind):
+                if kind != "text":
+                    _check_record(uri, number, line)
                 kept += 1
                 lines.append(line)
                 numbers.append(number)
                 size += len(line)
                 if size >= LINE_BLOCK_BYTES:
-                    yield _line_block(uri, lines, numbers)
+                    yield _line_block(uri, lines, numbers, kind)
                     lines, numbers, size = [], [], 0
         except UserError as e:
             if skip_to is None:
@@ -287,10 +293,10 @@ def _read_json_lines(batch: pa.Table, skip_to: str | None = None):
                                 json.dumps({"file": uri, "records_kept": kept,
                                             "error": str(e)}).encode())
         if lines:
-            yield _line_block(uri, lines, numbers)
+            yield _line_block(uri, lines, numbers, kind)
 
 
-def _numbered_lines(uri: str):
+def _numbered_lines(uri: str, kind: str = "jsonl"):
     """(line number, line) of every non-blank line, read in pieces (memory: a piece plus the
     longest line); a read error names the file and the last line read whole."""
     fs, path = storage.filesystem(uri)
@@ -309,7 +315,7 @@ def _numbered_lines(uri: str):
                     return
     except OSError as e:  # a truncated or corrupt .gz, a vanished file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"--corpus {uri}: unreadable or corrupt jsonl file after line {number} ({reason})") from None
+        raise UserError(f"--corpus {uri}: unreadable or corrupt {kind} file after line {number} ({reason})") from None
 
 
 def _load(line: bytes) -> Any:
@@ -331,9 +337,13 @@ def _check_record(uri: str, number: int, line: bytes) -> None:
                         "not an object (records must be JSON objects)")
 
 
-def _line_block(uri: str, lines: list[bytes], numbers: list[int]) -> pa.Table:
-    return pa.table({LINE: pa.array(lines, pa.binary()), LINE_NO: pa.array(numbers, pa.int64()),
-                     "path": pa.array([uri] * len(lines), pa.string())})
+def _line_block(uri: str, lines: list[bytes], numbers: list[int], kind: str = "jsonl") -> pa.Table:
+    if kind == "text":
+        texts = [line.decode("utf-8", "replace").rstrip("\r").lstrip("\ufeff") for line in lines]
+        column = {"text": pa.array(texts, pa.string())}
+    else:
+        column = {LINE: pa.array(lines, pa.binary())}
+    return pa.table({**column, LINE_NO: pa.array(numbers, pa.int64()), "path": pa.array([uri] * len(lines), pa.string())})
 
 
 def _parsed(batch: pa.Table) -> dict[str, list]:
@@ -381,11 +391,11 @@ def _read(kind: str, uris: list[str], skip_to: str | None = None):
     if kind == "json" and all(map(_is_json_array, uris)):  # whole-file JSON arrays: pyarrow's reader
         return ray.data.read_json(paths, **common)
     if kind in ("jsonl", "json"):
-        return _per_file(uris, _read_json_lines, skip_to=skip_to)
+        return _per_file(uris, _read_lines, skip_to=skip_to)
     if kind == "parquet":
         return ray.data.read_parquet(paths, **common)
-    if kind == "text":
-        return ray.data.read_text(paths, **common)
+    if kind == "text":  # the same line reader: a stray non-UTF-8 byte is one U+FFFD, not a failed file
+        return _per_file(uris, _read_lines, skip_to=skip_to, kind="text")
     return _per_file(uris, _read_arrow_stream)
 
 
@@ -416,7 +426,7 @@ def read_documents(files: list[CorpusFile], text_field: str, first_docs: int | N
     """One streaming Ray Dataset of documents for all corpora; first_docs (the first N in file
     order) applies per source; `fractions`: source -> the candidate budget's share of it;
     `skip_to`: with --skip-bad-files, where notes on JSON-lines files found corrupt partway go
-    (see _read_json_lines; without it such a file fails the run); `renderer`: a
+    (see _read_lines; without it such a file fails the run); `renderer`: a
     chat.ChatRenderer for conversation records (None: they are not recognised).
     `formatters` and `qa_first` as in :func:`validate` (plain .txt files never render as Q&A)."""
     groups: dict[tuple[str, str], list[str]] = {}

@@ -73,7 +73,7 @@ def _fingerprint(cfg: CurateConfig, files: list[ingest.CorpusFile]) -> dict:
     for key in ("max_candidates", "sample_fraction"):  # absent unless set: older markers still match
         if getattr(cfg, key) is not None:
             fp[key] = getattr(cfg, key)
-    for key, default in (("chat_template", "auto"), ("enable_thinking", "auto")):  # likewise
+    for key, default in (("chat_template", "auto"), ("enable_thinking", "auto"), ("qa_chat", "False")):  # likewise
         if str(getattr(cfg, key)) != default:
             fp[key] = getattr(cfg, key)
     fp["files"] = [f.uri for f in files]

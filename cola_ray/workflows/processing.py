@@ -87,7 +87,7 @@ def processing_options(cfg: CurateConfig, labels: Iterable[str]) -> Processing:
     formatters = {s: QAFormatter(template, mapping.get(s), source=s, text_field=cfg.text_field) for s in labels}
     qa_first = frozenset(labels if cfg.qa_format else mapping)
     thinking = {"auto": None, "true": True, "false": False}[str(cfg.enable_thinking).lower()]
-    renderer = ChatRenderer(cfg.model, cfg.seq_len, resolve_template(cfg.chat_template), thinking)
+    renderer = ChatRenderer(cfg.model, cfg.seq_len, resolve_template(cfg.chat_template), thinking, bool(cfg.qa_chat))
     return Processing(parse_filters(cfg.filters), cfg.near_dup_threshold, cfg.pack, template, formatters, qa_first,
                       renderer)
 
@@ -174,7 +174,7 @@ def manifest_section(proc: Processing, drops: dict[str, str], budget: dict | Non
         "pack": proc.pack,
         "chat": ({"template": "model's own" if proc.chat.template is None else
                   ("none" if proc.chat.template == "none" else "file"),
-                  "enable_thinking": proc.chat.enable_thinking} if proc.chat else None),
+                  "enable_thinking": proc.chat.enable_thinking, "qa_as_chat": proc.chat.qa} if proc.chat else None),
         "qa": {"template": proc.template, "fields": {s: f.fields for s, f in proc.formatters.items() if f.fields},
                "qa_first": sorted(proc.qa_first)},
     }

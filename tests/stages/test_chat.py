@@ -48,3 +48,24 @@ def test_auto_without_a_model_template_is_one_line(tiny_llama):
 
     with pytest.raises(UserError, match="has no chat template; give --chat-template FILE"):
         chat.ChatRenderer(str(tiny_llama), 64).check("corpus/chat.jsonl", "messages")
+
+
+def test_qa_records_compose_with_the_chat_template(chat_model):
+    """--qa-chat: a Q&A record becomes a user turn (question, context) and an assistant turn
+    (reasoning, answer) rendered by the chat template; the Q&A template's labels are not used.
+    Without it the record renders through the Q&A template as plain text, as before."""
+    import json
+
+    import pyarrow as pa
+
+    from cola_ray.stages.formatting import QAFormatter
+    from cola_ray.stages.ingest import LabelDocuments
+
+    batch = pa.table({"question": ["How many legs has a cat?"], "answer": ["Cats walk on four legs. #### 4"]})
+    fmt = QAFormatter(source="qa")
+    as_chat = LabelDocuments("qa", "text", fmt, qa_first=True, chat=chat.ChatRenderer(str(chat_model), 256, qa=True))
+    row = as_chat(batch).to_pylist()[0]
+    assert row["text"] == "<s>user\nHow many legs has a cat?</s>\n<s>assistant\nCats walk on four legs.\n\n4</s>\n"
+    assert json.loads(row["messages"])[1] == {"role": "assistant", "content": "Cats walk on four legs.\n\n4"}
+    plain = LabelDocuments("qa", "text", fmt, qa_first=True, chat=chat.ChatRenderer(str(chat_model), 256))(batch)
+    assert plain.to_pylist()[0]["text"].startswith("Question: How many legs") and plain.to_pylist()[0]["messages"] is None

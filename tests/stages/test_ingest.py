@@ -145,3 +145,11 @@ def test_json_files_of_lines_and_arrays_both_read(ray_session, tmp_path):
     array.write_text(json.dumps([{"text": "three"}, {"text": "four"}]))
     got = sorted((r["text"], r["invalid"]) for r in ingest.read_documents(ingest.discover([str(lines), str(array)]), "text").take_all())
     assert got == [("", "not_string"), ("four", ""), ("one", ""), ("three", "")]
+
+
+def test_text_files_are_read_line_by_line_and_a_stray_byte_does_not_fail_them(ray_session, tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_bytes(b"\xef\xbb\xbffirst line\r\n\r\nsecond caf\xe9 line\n   \nthird line\n")
+    ingest.validate(ingest.discover([str(f)]), "text")  # the first line is checked, the rest read leniently
+    rows = ingest.read_documents(ingest.discover([str(f)]), "text").take_all()
+    assert sorted(r["text"] for r in rows) == ["first line", "second caf\ufffd line", "third line"]

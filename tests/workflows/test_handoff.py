@@ -42,7 +42,7 @@ def test_conversations_render_with_the_template_and_keep_their_turns(chat_run):
     model, out = chat_run
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["dropped"].get("bad_conversation") == 3
-    assert m["processing"]["chat"] == {"template": "model's own", "enable_thinking": False}
+    assert m["processing"]["chat"] == {"template": "model's own", "enable_thinking": False, "qa_as_chat": False}
     rows = [json.loads(x) for x in (out / "calibration.jsonl").read_text().splitlines()]
     assert len(rows) == 6
     for r in rows:
