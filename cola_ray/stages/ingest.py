@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from cola_ray import storage
 from cola_ray.errors import UserError
-from cola_ray.stages import chat, runner
+from cola_ray.stages import chat, lines, runner
 from cola_ray.stages.base import FunctionStage
 
 # file suffix -> reader kind; `.arrow` files come from datasets' save_to_disk folders.
@@ -176,8 +176,8 @@ class LabelDocuments:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column("path").to_pylist() if "path" in batch.column_names else ["?"]
-        columns = _parsed(batch) if LINE in batch.column_names else batch.drop_columns(
-            [c for c in ("path", LINE_NO) if c in batch.column_names]).to_pydict()
+        columns = lines.parsed(batch) if lines.LINE in batch.column_names else batch.drop_columns(
+            [c for c in ("path", lines.LINE_NO) if c in batch.column_names]).to_pydict()
         n = len(next(iter(columns.values()), []))
         conv = chat.conversation_field(columns) if self.chat is not None else None
         turns = list(columns[conv]) if conv else [None] * n
@@ -251,109 +251,6 @@ def _strings(texts: list) -> pa.Array:
                         pa.string())
 
 
-# JSON lines: why not Ray's read_json. pyarrow's JSON reader infers one type per column over a
-# block, so one record whose text is a number or a list fails the whole file ("JSONDecodeError:
-# Extra data", and an explicit schema refuses it too). So a reading task only splits a file into
-# raw lines (bytes, never decoded as a whole), and LabelDocuments parses each record alone: a
-# text field of the wrong type is one counted drop, a line that is not JSON is named by file and
-# line number. Memory per task: one block of lines plus the longest line. Plain .txt files (one
-# document per line) go through the same reader, decoded line by line.
-LINE, LINE_NO = "_line", "_line_no"
-LINE_BLOCK_BYTES = 8 << 20  # a reading task yields its lines in tables of about this many bytes
-_READ_BYTES = 256 << 10  # small pieces: a cut .gz loses at most this much before the damage
-
-
-def _read_lines(batch: pa.Table, skip_to: str | None = None, kind: str = "jsonl"):
-    """A table of uris -> each file's non-blank lines (raw bytes, each checked to be a JSON
-    object; for kind "text", one document per line, decoded with U+FFFD for bytes that are not
-    UTF-8), in tables of about LINE_BLOCK_BYTES. A file that turns out corrupt partway (a cut
-    .gz, a line that is not a JSON object) fails the run with its name and line, or with
-    `skip_to` (--skip-bad-files) ends there: the lines before it are kept and a note naming the
-    file, line and reason is written under `skip_to` for the manifest."""
-    for uri in batch.column("uri").to_pylist():
-        uri = str(uri)
-        lines: list[bytes] = []
-        numbers: list[int] = []
-        size = kept = 0
-        try:
-            for number, line in _numbered_lines(uri, kind):
-                if kind != "text":
-                    _check_record(uri, number, line)
-                kept += 1
-                lines.append(line)
-                numbers.append(number)
-                size += len(line)
-                if size >= LINE_BLOCK_BYTES:
-                    yield _line_block(uri, lines, numbers, kind)
-                    lines, numbers, size = [], [], 0
-        except UserError as e:
-            if skip_to is None:
-                raise
-            storage.write_bytes(storage.join(skip_to, hashlib.sha256(uri.encode()).hexdigest()[:16] + ".json"),
-                                json.dumps({"file": uri, "records_kept": kept,
-                                            "error": str(e)}).encode())
-        if lines:
-            yield _line_block(uri, lines, numbers, kind)
-
-
-def _numbered_lines(uri: str, kind: str = "jsonl"):
-    """(line number, line) of every non-blank line, read in pieces (memory: a piece plus the
-    longest line); a read error names the file and the last line read whole."""
-    fs, path = storage.filesystem(uri)
-    number, rest = 0, b""
-    try:
-        with fs.open_input_stream(path) as raw:  # .gz is decompressed from the extension
-            while True:
-                data = raw.read(_READ_BYTES)
-                parts = (rest + data).split(b"\n")
-                rest = parts.pop() if data else b""
-                for line in parts:
-                    number += 1
-                    if line.strip():
-                        yield number, line
-                if not data:
-                    return
-    except OSError as e:  # a truncated or corrupt .gz, a vanished file
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"--corpus {uri}: unreadable or corrupt {kind} file after line {number} ({reason})") from None
-
-
-def _load(line: bytes) -> Any:
-    """One JSON record; bytes that are not UTF-8 inside it (a crawl's mixed encodings) become
-    U+FFFD, which the broken_encoding filter then counts, rather than failing the file."""
-    try:
-        return json.loads(line, strict=False)  # bytes: UTF-8/16/32 and a BOM detected
-    except UnicodeDecodeError:
-        return json.loads(line.decode("utf-8", "replace"), strict=False)
-
-
-def _check_record(uri: str, number: int, line: bytes) -> None:
-    try:
-        record = _load(line)
-    except ValueError as e:
-        raise UserError(f"--corpus {uri}: line {number} is not a JSON record ({str(e).splitlines()[0]})") from None
-    if not isinstance(record, dict):
-        raise UserError(f"--corpus {uri}: line {number} is a JSON {type(record).__name__}, "
-                        "not an object (records must be JSON objects)")
-
-
-def _line_block(uri: str, lines: list[bytes], numbers: list[int], kind: str = "jsonl") -> pa.Table:
-    if kind == "text":
-        texts = [line.decode("utf-8", "replace").rstrip("\r").lstrip("\ufeff") for line in lines]
-        column = {"text": pa.array(texts, pa.string())}
-    else:
-        column = {LINE: pa.array(lines, pa.binary())}
-    return pa.table({**column, LINE_NO: pa.array(numbers, pa.int64()), "path": pa.array([uri] * len(lines), pa.string())})
-
-
-def _parsed(batch: pa.Table) -> dict[str, list]:
-    """Raw JSON lines (checked by the reader) -> columns: the union of the records' fields, None
-    where a record lacks one."""
-    records = [_load(line) for line in batch.column(LINE).to_pylist()]
-    names = list(dict.fromkeys(k for r in records for k in r))
-    return {name: [r.get(name) for r in records] for name in names}
-
-
 def _is_json_array(uri: str) -> bool:
     fs, path = storage.filesystem(uri)
     with fs.open_input_stream(path) as raw:
@@ -391,11 +288,11 @@ def _read(kind: str, uris: list[str], skip_to: str | None = None):
     if kind == "json" and all(map(_is_json_array, uris)):  # whole-file JSON arrays: pyarrow's reader
         return ray.data.read_json(paths, **common)
     if kind in ("jsonl", "json"):
-        return _per_file(uris, _read_lines, skip_to=skip_to)
+        return _per_file(uris, lines.read_lines, skip_to=skip_to)
     if kind == "parquet":
         return ray.data.read_parquet(paths, **common)
     if kind == "text":  # the same line reader: a stray non-UTF-8 byte is one U+FFFD, not a failed file
-        return _per_file(uris, _read_lines, skip_to=skip_to, kind="text")
+        return _per_file(uris, lines.read_lines, skip_to=skip_to, kind="text")
     return _per_file(uris, _read_arrow_stream)
 
 
@@ -426,7 +323,7 @@ def read_documents(files: list[CorpusFile], text_field: str, first_docs: int | N
     """One streaming Ray Dataset of documents for all corpora; first_docs (the first N in file
     order) applies per source; `fractions`: source -> the candidate budget's share of it;
     `skip_to`: with --skip-bad-files, where notes on JSON-lines files found corrupt partway go
-    (see _read_lines; without it such a file fails the run); `renderer`: a
+    (see lines.read_lines; without it such a file fails the run); `renderer`: a
     chat.ChatRenderer for conversation records (None: they are not recognised).
     `formatters` and `qa_first` as in :func:`validate` (plain .txt files never render as Q&A)."""
     groups: dict[tuple[str, str], list[str]] = {}
