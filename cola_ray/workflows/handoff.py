@@ -40,11 +40,17 @@ def write_handoff(out: str, model: str, seq_len: int, rows: list[dict]) -> tuple
         "attention_mask": pa.array(columns["attention_mask"], pa.list_(pa.int8()))}))
     folder = storage.join(out, DATASET)
     storage.delete(folder)
-    with tempfile.TemporaryDirectory() as tmp:  # datasets writes locally; storage copies (local or S3)
-        datasets.Dataset.from_dict(columns).save_to_disk(tmp)
-        for name in sorted(os.listdir(tmp)):
-            with open(os.path.join(tmp, name), "rb") as f:
-                storage.write_bytes(storage.join(folder, name), f.read())
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar for k rows would only clutter the end-of-run summary
+    try:
+        with tempfile.TemporaryDirectory() as tmp:  # datasets writes locally; storage copies (local or S3)
+            datasets.Dataset.from_dict(columns).save_to_disk(tmp)
+            for name in sorted(os.listdir(tmp)):
+                with open(os.path.join(tmp, name), "rb") as f:
+                    storage.write_bytes(storage.join(folder, name), f.read())
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
     return [TOKENS, DATASET + "/"], lengths([len(x) for x in ids], seq_len)
 
 
