@@ -189,7 +189,10 @@ class LabelDocuments:
                 columns = {name: [values[i] for i in plain] for name, values in columns.items()}
             qa_turns = (self.formatter.turns_batch(columns) if self.formatter is not None and self.chat is not None
                         and self.chat.qa and (self.qa_first or self.text_field not in columns) else [None] * len(plain))
-            for i, t, exchange in zip(plain, self._texts(columns, paths[0]), qa_turns):
+            # a batch that is all Q&A-as-chat needs no Q&A-template rendering as well
+            plain_texts = (self._texts(columns, paths[0]) if any(e is None for e in qa_turns)
+                           else [None] * len(plain))
+            for i, t, exchange in zip(plain, plain_texts, qa_turns):
                 texts[i] = t
                 if exchange is not None:  # a Q&A record rendered by the chat template (--qa-chat)
                     turns[i], kinds[i] = exchange, "qa"

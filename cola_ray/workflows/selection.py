@@ -77,16 +77,18 @@ def _combine(spec: Selector, parts: list[tuple[str, int, int, Selection]]) -> Se
     return Selection(table, details, artifacts)
 
 
-def write_selection(out: str, pool: Pool, selection: Selection) -> tuple[list[str], pa.Table]:
+def write_selection(out: str, pool: Pool, selection: Selection) -> tuple[list[str], pa.Table, list[dict]]:
     """calibration.jsonl (exactly the selected rows, none empty) and the selector's artifacts
-    under `out`; returns the artifact names and the selected chunks (id, text, source, num_tokens)."""
+    under `out`; returns the artifact names, the selected chunks (id, text, source, num_tokens)
+    and calibration.jsonl's rows in its order."""
     ids = selection.table.column("id").to_pylist()
     if len(set(ids)) != len(ids):
         raise UserError(f"selection: a chunk was selected twice ({len(ids) - len(set(ids))} repeats)")
     chunks = pool.read(["text", "source", "num_tokens", "messages"], ids=ids)
     if chunks.num_rows != len(ids) or any(not t for t in chunks.column("text").to_pylist()):
         raise UserError(f"pool {pool.folder}: selected chunks without text; delete {pool.folder} and rerun")
-    storage.write_text(storage.join(out, "calibration.jsonl"), calibration_lines(selection.table, chunks))
+    lines = calibration_lines(selection.table, chunks)
+    storage.write_text(storage.join(out, "calibration.jsonl"), lines)
     names = ["calibration.jsonl"]
     for name, value in selection.artifacts.items():
         if isinstance(value, np.ndarray):
@@ -99,7 +101,7 @@ def write_selection(out: str, pool: Pool, selection: Selection) -> tuple[list[st
             storage.delete(folder)
             storage.write_parquet(storage.join(folder, "part-0.parquet"), value)
             names.append(name + "/")
-    return names, chunks
+    return names, chunks, read_calibration(lines)
 
 
 def manifest(*, config: dict, model: dict, versions: dict, pool: Pool, spec: Selector, k: int,
@@ -156,8 +158,7 @@ def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | 
         selection = choose(pool, spec, k, ctx, quotas)
     seconds = time.perf_counter() - t0
     with clock("write"):
-        artifacts, selected = write_selection(out, pool, selection)
-        written = read_calibration(storage.read_bytes(storage.join(out, "calibration.jsonl")).decode("utf-8"))
+        artifacts, selected, written = write_selection(out, pool, selection)
         handed, tokens = write_handoff(out, cfg.model, cfg.seq_len, written)  # in calibration.jsonl's order
         artifacts += handed
         if after is not None:
