@@ -119,6 +119,11 @@ class CurateConfig:
                             "built-in sets: general, code")
     probe_max_docs: int = opt(64, "read at most N documents from each probe set")
     allow_fewer: bool = opt(False, "select every candidate when there are fewer than --num-samples")
+    min_tokens_per_expert: int = opt(0, "MoE models: after the selector, swap chunks (within the quotas, keeping "
+                                     "exactly --num-samples) until every expert of every MoE layer that the pool "
+                                     "reaches gets at least N calibration tokens; 0: off")
+    allow_more: bool = opt(False, "with --min-tokens-per-expert: add chunks instead of swapping (the selector's "
+                           "choice is kept; the summary and manifest say how far k grew)")
     shard_size: int = opt(64, "chunks per activation shard (the unit of resume after a crash)")
     kmeans_iters: int = opt(25, "k-means iterations per restart")
     kmeans_restarts: int = opt(3, "k-means restarts; the lowest objective is kept")
@@ -135,6 +140,7 @@ class CurateConfig:
     def selection_args(self) -> "SelectionArgs":
         """The selection group: what the selection layer and the selector get, nothing more."""
         return SelectionArgs(self.selector, self.num_samples, self.seed, self.allow_fewer,
+                             min_tokens_per_expert=self.min_tokens_per_expert, allow_more=self.allow_more,
                              flag_params={"kmeans_iters": self.kmeans_iters, "kmeans_restarts": self.kmeans_restarts,
                                           "kmeans_points_per_centroid": self.kmeans_points_per_centroid,
                                           "kmeans_mode": self.kmeans_mode},
@@ -154,13 +160,15 @@ class CurateConfig:
             ("max_candidates", self.max_candidates is None or self.max_candidates >= 1),
             ("sample_fraction", self.sample_fraction is None or 0.0 < self.sample_fraction <= 1.0),
             ("near_dup_threshold", 0.0 <= self.near_dup_threshold <= 1.0),
-            ("probe_max_docs", self.probe_max_docs >= 1),
+            ("probe_max_docs", self.probe_max_docs >= 1), ("min_tokens_per_expert", self.min_tokens_per_expert >= 0),
         ]
         for name, ok in checks:
             if not ok:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: out of range")
         if self.max_candidates is not None and self.sample_fraction is not None:
             raise UserError("--max-candidates and --sample-fraction: give one candidate budget, not both")
+        if self.allow_more and not self.min_tokens_per_expert:
+            raise UserError("--allow-more: only with --min-tokens-per-expert N (N >= 1)")
         check_choices(self)
         # comma-separated or repeated: the manifest records them one per item
         self.capabilities, self.weights, self.filters = _split(self.capabilities), _split(self.weights), _split(self.filters)
@@ -185,6 +193,8 @@ class SelectionArgs:
     allow_fewer: bool
     flag_params: dict
     params: dict
+    min_tokens_per_expert: int = 0  # MoE expert coverage (selectors/experts.py)
+    allow_more: bool = False
 
     def params_for(self, spec) -> dict:
         return {**{k: v for k, v in self.flag_params.items() if k in spec.param_names}, **self.params}

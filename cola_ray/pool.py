@@ -25,7 +25,8 @@ reads the candidate pool through this module and nothing else. It owns:
   as 'duplicate'; of kept rows with one dedup_key, the smallest id survives and the others
   are 'duplicate'. Everything below serves the resolved view: ids are unique.
 
-  plus **optional columns** (`OPTIONAL_COLUMNS`: per-chunk statistics that later passes add).
+  plus **optional columns** (`OPTIONAL_COLUMNS`: per-chunk statistics that later passes add;
+  `expert_tokens` of MoE models, laid out as the metadata's "experts" entry says).
   Every shard carries `{"version": SCHEMA_VERSION}` under the `cola_ray.pool` key of its
   Parquet metadata. Version 1 is a shard written before this module existed: same core columns,
   no metadata, still read. A newer version, or a file without the core columns, is refused with
@@ -70,22 +71,27 @@ RAW_LEDGER_COLUMNS = (*LEDGER_COLUMNS, *IDENTITY_COLUMNS)
 OPTIONAL_COLUMNS: dict[str, pa.DataType] = {
     "stat_moments": pa.list_(pa.float32()), "stat_sketch": pa.list_(pa.float32()), "stat_outliers": pa.list_(pa.int32()),
     "messages": pa.string(),  # the conversation turns (JSON) a chat-rendered chunk came from (stages/chat.py)
+    # MoE models: tokens routed to each expert of each MoE layer (stages/experts.py; layout: "experts")
+    "expert_tokens": pa.list_(pa.int32()),
 }
 STAT_COLUMNS = ("stat_moments", "stat_sketch", "stat_outliers")
 
 
-def shard_schema(proj_dim: int, optional: Sequence[str] = (), stats_layout: dict | None = None) -> pa.Schema:
+def shard_schema(proj_dim: int, optional: Sequence[str] = (), stats_layout: dict | None = None,
+                 experts_layout: dict | None = None) -> pa.Schema:
     fields = [pa.field("id", pa.string()), pa.field("doc_id", pa.string()), pa.field("source", pa.string()),
               pa.field("num_tokens", pa.int32()), pa.field("drop", pa.string()), pa.field("text", pa.string()),
               pa.field("vector", pa.list_(pa.float32(), proj_dim))]
     fields += [pa.field(name, t) for name, t in IDENTITY_COLUMNS.items()]
     fields += [pa.field(name, OPTIONAL_COLUMNS[name]) for name in optional]
-    meta = {"version": SCHEMA_VERSION, **({"stats": stats_layout} if stats_layout else {})}
+    meta = {"version": SCHEMA_VERSION, **({"stats": stats_layout} if stats_layout else {}),
+            **({"experts": experts_layout} if experts_layout else {})}
     return pa.schema(fields, metadata={META_KEY: json.dumps(meta).encode()})
 
 
 def make_shard(chunks: pa.Table, drops: list[str], vectors: list, proj_dim: int,
-               optional: dict[str, list] | None = None, stats_layout: dict | None = None) -> pa.Table:
+               optional: dict[str, list] | None = None, stats_layout: dict | None = None,
+               experts_layout: dict | None = None) -> pa.Table:
     """One shard from chunk rows (`id`, `doc_id`, `source`, `num_tokens`, `text`, `dedup_key`
     (optional)), their final drop reasons and vectors (np arrays, None for dropped rows), optional
     columns (name -> one value per row, None for dropped rows) and their layout; sorted by id,
@@ -106,7 +112,7 @@ def make_shard(chunks: pa.Table, drops: list[str], vectors: list, proj_dim: int,
                            pa.list_(pa.float32(), proj_dim)),
         "dedup_key": keys, "copy": pa.array(copies(ids), pa.int32()),
         **optional,
-    }, schema=shard_schema(proj_dim, list(optional), stats_layout))
+    }, schema=shard_schema(proj_dim, list(optional), stats_layout, experts_layout))
     return table.sort_by([("id", "ascending"), ("copy", "ascending")])
 
 
@@ -157,6 +163,7 @@ class _Store:
         self.kept: pa.Table | None = None  # id + cached columns of the kept rows, sorted by id
         self.kept_keys: pa.Array | None = None  # shard/id of every kept row, for filtering reads
         self.schema: pa.Schema | None = None
+        self.layouts: dict[str, dict | None] = {}
 
     def raw_rows(self) -> pa.Table:
         if self.raw is None:
@@ -190,18 +197,23 @@ class _Store:
             self.schema = pa.schema(fields)
         return self.schema
 
-    def stats_layout(self) -> dict | None:
-        """The layer-statistics layout of the first shard that records one (None: no shard does)."""
+    def layout(self, key: str) -> dict | None:
+        """The `key` layout ("stats", "experts") of the first shard that records one (None: no
+        shard does)."""
         import pyarrow.parquet as pq
 
+        if key in self.layouts:
+            return self.layouts[key]
+        found = None
         for uri in self.uris:
             fs, path = storage.filesystem(uri)
             meta = storage.with_retries(f"read the schema of {uri}", lambda: pq.read_schema(path, filesystem=fs)).metadata
             raw = (meta or {}).get(META_KEY)
-            layout = json.loads(raw).get("stats") if raw else None
-            if layout:
-                return layout
-        return None
+            found = json.loads(raw).get(key) if raw else None
+            if found:
+                break
+        self.layouts[key] = found
+        return found
 
     def read(self, columns: list[str], filter=None) -> pa.Table:
         """`columns` of the rows matching `filter`, as stored (repeats included), plus `shard`
@@ -263,7 +275,12 @@ class Pool:
     def stats_layout(self) -> dict | None:
         """What the per-chunk statistics columns hold (stages/layerstats.py), or None when the
         pool was embedded without them (an older cola-ray, or --stat-layers 0)."""
-        return self._store.stats_layout()
+        return self._store.layout("stats")
+
+    def experts_layout(self) -> dict | None:
+        """Where `expert_tokens` counts lie (stages/experts.py: MoE layer indices, experts per
+        layer, top-k), or None: a dense model (or a pool embedded before expert counting)."""
+        return self._store.layout("experts")
 
     def only(self, source: str) -> "Pool":
         """The view of one source: reads, counts and selections see only its chunks."""

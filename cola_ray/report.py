@@ -40,6 +40,7 @@ def curate_summary(manifest: dict) -> str:
     lengths = manifest["selection"].get("tokens")
     parts += [
         selection_line(manifest["selection"]),
+        *experts_lines(manifest["selection"].get("experts")),
         *([f"calibration tokens per sequence: min {lengths['min']}, median {lengths['median']}, max {lengths['max']} "
            f"(--seq-len {lengths['seq_len']}); tokenized in calibration.tokens.parquet and calibration/"]
           if lengths else []),
@@ -59,6 +60,29 @@ def selection_line(sel: dict) -> str:
     if d.get("groups") or sel.get("quotas"):
         line += f"; per-source quotas over {len([q for q in (sel.get('quotas') or {}).values() if q])} source(s)"
     return line + f"; {sel['seconds']:.1f}s"
+
+
+def experts_lines(ex: dict | None) -> list[str]:
+    """MoE expert coverage of the set against the pool's (and what --min-tokens-per-expert did)."""
+    if not ex:
+        return []
+    tp = lambda c: (f"min {c['tokens_per_expert']['min']}, p10 {c['tokens_per_expert']['p10']:.0f}, "  # noqa: E731
+                    f"median {c['tokens_per_expert']['median']:.0f}; {c['zero_experts']} with no token")
+    n = ex["experts_per_layer"]
+    lines = [f"experts ({len(ex['layers'])} MoE layers x {max(n)} experts, top-{ex.get('top_k') or '?'}): "
+             f"tokens per expert in the set: {tp(ex['set'])}; in the pool: {tp(ex['pool'])}"]
+    if ex["unreached_by_pool"]["count"]:
+        names = ex["unreached_by_pool"]["names"]
+        lines.append(f"  the pool never reaches {ex['unreached_by_pool']['count']} expert(s): {', '.join(names)}"
+                     + (" ..." if len(names) < ex["unreached_by_pool"]["count"] else ""))
+    need = ex.get("min_tokens_per_expert")
+    if need:
+        how = (f"added {len(ex['added'])} chunk(s): k grew {ex['k_before']} -> {ex['k_final']}" if ex["allow_more"]
+               else f"{len(ex['swaps'])} swap(s), k={ex['k_final']} kept")
+        lines.append(f"  --min-tokens-per-expert {need}: {how}; before: {tp(ex['before'])}; "
+                     f"{ex['still_below_min']['count']} expert(s) still below {need}, "
+                     f"{ex['pool_below_min']['count']} that the pool gives fewer (all of theirs taken where possible)")
+    return lines
 
 
 def _coverage_table(caps: dict) -> str:

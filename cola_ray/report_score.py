@@ -23,7 +23,10 @@ def score_summary(manifest: dict) -> str:
     sets = manifest["sets"]
     notes = [f"{n}: {v['chunks']} chunks, {v['tokens']} tokens, statistics from {v['statistics_from']}"
              + (f", {v['truncated']} cut to --seq-len" if v["truncated"] else "")
-             + (f", {v['empty']} empty" if v["empty"] else "") for n, v in sets.items()]
+             + (f", {v['empty']} empty" if v["empty"] else "")
+             + (f"; experts: min {v['experts']['tokens_per_expert']['min']} tokens, median "
+                f"{v['experts']['tokens_per_expert']['median']:.0f}, {v['experts']['zero_experts']} with no token"
+                if v.get("experts") else "") for n, v in sets.items()]
     times = "  ".join(f"{k} {v:.1f}s" for k, v in manifest["timings_s"].items())
     return "\n".join([table(["set", "capability", *[f"{lab} {better[lab]}" for lab in labels]], body),
                       "(v: lower is better, ^: higher is better)", *notes, f"time: {times}",

@@ -216,6 +216,18 @@ def plot(df, metrics: list[str], recipe: str) -> bytes:
     return buf.getvalue()
 
 
+def set_manifests(records: list[dict]):
+    """(label, manifest) of each calibration set the trials used, once per set."""
+    seen = set()
+    for r in records:
+        spec = r.get("spec") or {}
+        uri, label = spec.get("calibration"), spec.get("label")
+        if not uri or label in seen or not storage.exists(storage.join(uri, "manifest.json")):
+            continue
+        seen.add(label)
+        yield label, storage.read_json(storage.join(uri, "manifest.json"))
+
+
 def calibration_costs(out: str, records: list[dict]) -> list[list]:
     """Rows (what, seconds): each pool's curate run up to the candidate pool (ingest, chunking,
     dedup, the activation pass), then each calibration set's own selection step."""
@@ -226,16 +238,24 @@ def calibration_costs(out: str, records: list[dict]) -> list[list]:
         t = storage.read_json(uri).get("timings_s") or {}
         pool = sum(v for k, v in t.items() if k not in ("cluster", "assign+select", "write", "validate"))
         rows.append([f"pool {uri.rsplit('/', 2)[-2]}: ingest, chunk, dedup, activations", f"{pool:.0f}"])
-    seen = set()
-    for r in records:
-        spec = r.get("spec") or {}
-        uri, label = spec.get("calibration"), spec.get("label")
-        if not uri or label in seen or not storage.exists(storage.join(uri, "manifest.json")):
-            continue
-        seen.add(label)
-        t = storage.read_json(storage.join(uri, "manifest.json")).get("timings_s") or {}
+    for label, manifest in set_manifests(records):
+        t = manifest.get("timings_s") or {}
         spent = sum(v for k, v in t.items() if k.startswith("select") or k in ("cluster", "assign+select"))
         rows.append([f"set {label}: selection", f"{spent:.1f}"])
+    return rows
+
+
+def expert_rows(records: list[dict]) -> list[list]:
+    """MoE sweeps: per calibration set, its tokens per expert (min, p10, median), experts with no
+    token, and what --min-tokens-per-expert changed (from the set's manifest)."""
+    rows = []
+    for label, manifest in set_manifests(records):
+        ex = (manifest.get("selection") or {}).get("experts")
+        if ex:
+            t = ex["set"]["tokens_per_expert"]
+            repair = (f"{len(ex['swaps'])} swaps" if not ex["allow_more"] else f"+{len(ex['added'])} samples") \
+                if ex.get("min_tokens_per_expert") else "-"
+            rows.append([label, t["min"], f"{t['p10']:.0f}", f"{t['median']:.0f}", ex["set"]["zero_experts"], repair])
     return rows
 
 
@@ -250,7 +270,13 @@ def write_report(out: str, records: list[dict], settings: dict, proxies: dict | 
     storage.write_parquet(storage.join(out, "results.parquet"), pa.Table.from_pandas(df, preserve_index=False))
     storage.write_text(storage.join(out, "results.csv"), df.to_csv(index=False))
     metrics = headline_metrics(records, settings.get("suites") or [])
-    storage.write_text(storage.join(out, "report.md"), markdown(df, metrics, settings, calibration_costs(out, records)))
+    text = markdown(df, metrics, settings, calibration_costs(out, records))
+    experts = expert_rows(records)
+    if experts:
+        text += "\n".join(["", "## Expert coverage of the calibration sets (MoE)", "",
+                           _md_table(["set", "min tokens/expert", "p10", "median", "experts with no token",
+                                      "--min-tokens-per-expert"], experts), ""])
+    storage.write_text(storage.join(out, "report.md"), text)
     plots = []
     storage.delete(storage.join(out, "plots"))  # a plot of a recipe no longer in the sweep would mislead
     for recipe in [r for r in df["recipe"].unique() if r != "none"]:

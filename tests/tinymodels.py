@@ -63,6 +63,21 @@ def build_model(out: Path, arch: str = "llama", tokenizer_dir: Path | None = Non
     elif arch == "gpt2":
         cfg = GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=1024, **common)
         model = GPT2LMHeadModel(cfg)
+    elif arch == "mixtral":  # MoE: every layer routed, top-2 of 8 experts
+        from transformers import MixtralConfig, MixtralForCausalLM
+
+        cfg = MixtralConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                            num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2,
+                            max_position_embeddings=1024, **common)
+        model = MixtralForCausalLM(cfg)
+    elif arch == "qwen2_moe":  # MoE with a shared expert, and a dense first layer (mlp_only_layers)
+        from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+        cfg = Qwen2MoeConfig(hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+                             shared_expert_intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                             num_key_value_heads=2, num_experts=16, num_experts_per_tok=4, mlp_only_layers=[0],
+                             max_position_embeddings=1024, **common)
+        model = Qwen2MoeForCausalLM(cfg)
     else:
         raise ValueError(arch)
     model.save_pretrained(out)

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from cola_ray.pool import RAW_LEDGER_COLUMNS, STAT_COLUMNS, copies, make_shard, shard_name, write_shard
 from cola_ray.stages.base import ModelStage
+from cola_ray.stages.experts import ExpertCounter
 from cola_ray.stages.layerstats import InputStats, stat_layer_ids
 
 
@@ -36,31 +37,39 @@ class _StopForward(Exception):
 
 
 class LayerPooler:
-    """Runs a causal LM up to its deepest chosen layer and mean-pools each chosen layer's output."""
+    """Runs a causal LM up to its deepest chosen layer (or `stop_after`, when deeper: the last
+    MoE layer whose routing is counted) and mean-pools each chosen layer's output."""
 
-    def __init__(self, model, layers: list[int]):
+    def __init__(self, model, layers: list[int], stop_after: int | None = None):
         from cola_ray.models import find_decoder_layers
 
         self.model, self.layers = model, layers
         blocks = find_decoder_layers(model)
+        stop = max(layers[-1], stop_after if stop_after is not None else -1)
         self._captured: dict[int, object] = {}
-        self._handles = [blocks[i].register_forward_hook(self._hook(i, i == layers[-1])) for i in layers]
+        self._handles = [blocks[i].register_forward_hook(self._hook(i, i == stop)) for i in sorted({*layers, stop})]
 
     def _hook(self, index: int, last: bool):
+        pooled = index in self.layers
+
         def hook(_module, _inputs, output):
-            self._captured[index] = output[0] if isinstance(output, tuple) else output
+            if pooled:
+                self._captured[index] = output[0] if isinstance(output, tuple) else output
             if last:
                 raise _StopForward
 
         return hook
 
-    def pooled(self, input_ids, attention_mask, pool_mask, stats: InputStats | None = None):
+    def pooled(self, input_ids, attention_mask, pool_mask, stats: InputStats | None = None, experts=None):
         """[batch, n_layers, hidden] float32 means over pool_mask positions, L2-normalised
-        (`stats`, when given, captures the layer-input statistics in the same pass)."""
+        (`stats` / `experts`, when given, capture the layer-input statistics / the routed
+        tokens per expert in the same pass)."""
         import torch
 
         if stats is not None:
             stats.start(pool_mask)
+        if experts is not None:
+            experts.start(attention_mask)
 
         # Explicit positions from the mask: with left padding, real tokens still start at 0,
         # so absolute-position models (GPT-2) see the same inputs as unpadded.
@@ -136,30 +145,39 @@ class ActivationExtractor(ModelStage):
         from cola_ray.models import find_decoder_layers, parse_layers
 
         super().setup()
-        self.layer_ids = parse_layers(self.layers, len(find_decoder_layers(self.lm)))
-        self.pooler = LayerPooler(self.lm, self.layer_ids)
+        blocks = find_decoder_layers(self.lm)
+        self.layer_ids = parse_layers(self.layers, len(blocks))
+        counter = ExpertCounter(blocks, getattr(self.lm.config, "num_experts_per_tok", None))
+        self.experts = counter if counter else None  # a dense model: nothing to count
+        self.pooler = LayerPooler(self.lm, self.layer_ids, counter.deepest if counter else None)
         hidden = self.lm.get_input_embeddings().embedding_dim
         proj = projection_matrix(hidden * len(self.layer_ids), self.proj_dim, self.seed)
         self.projection = torch.from_numpy(proj).to(self.device)
         self.bos = adds_bos(self.tokenizer)
         chosen = stat_layer_ids(self.layer_ids, self.stat_layers)
-        self.stats = InputStats(find_decoder_layers(self.lm), chosen, self.seed) if chosen else None
+        self.stats = InputStats(blocks, chosen, self.seed) if chosen else None
+        self.columns = (*(STAT_COLUMNS if self.stats else ()), *(("expert_tokens",) if self.experts else ()))
 
     def embed(self, token_lists: list[list[int]], side: str = "right") -> tuple[np.ndarray, dict]:
         """[n, proj_dim] float32 for chunks given as token id lists (NaN rows if non-finite),
-        and the chunks' layer-input statistics (layerstats.InputStats.chunk_stats; {} without)."""
+        and the chunks' optional columns (self.columns): layer-input statistics
+        (layerstats.InputStats.chunk_stats) and routed tokens per expert (experts.py)."""
         ids, attn, pool = pad_batch(token_lists, self.pad, self.bos, side)
-        per_layer = self.pooler.pooled(ids.to(self.device), attn.to(self.device), pool.to(self.device), self.stats)
+        per_layer = self.pooler.pooled(ids.to(self.device), attn.to(self.device), pool.to(self.device), self.stats,
+                                       self.experts)
         flat = per_layer.flatten(1)
         vec = flat @ self.projection
         bad = ~(flat.isfinite().all(-1))
         vec[bad] = float("nan")
-        return vec.float().cpu().numpy(), (self.stats.chunk_stats() if self.stats else {})
+        extra = self.stats.chunk_stats() if self.stats else {}
+        if self.experts:
+            extra["expert_tokens"] = list(self.experts.counts())
+        return vec.float().cpu().numpy(), extra
 
     def embed_sorted(self, token_lists: list[list[int]]) -> tuple[np.ndarray, dict[str, list]]:
         """embed() over length-sorted micro-batches, rows back in their input order."""
         out = np.empty((len(token_lists), self.proj_dim), np.float32)
-        stats: dict[str, list] = {c: [None] * len(token_lists) for c in (STAT_COLUMNS if self.stats else ())}
+        stats: dict[str, list] = {c: [None] * len(token_lists) for c in self.columns}
         for idx in self.micro_batches(token_lists):
             out[idx], batch_stats = self.embed([token_lists[i] for i in idx])
             for name, rows in batch_stats.items():
@@ -173,7 +191,7 @@ class ActivationExtractor(ModelStage):
         live = [i for i, d in enumerate(drops) if not d]
         tokens = batch.column("input_ids").to_pylist()
         vectors: list = [None] * batch.num_rows
-        stats: dict[str, list] = {c: [None] * batch.num_rows for c in (STAT_COLUMNS if self.stats else ())}
+        stats: dict[str, list] = {c: [None] * batch.num_rows for c in self.columns}
         if live:
             embedded, live_stats = self.embed_sorted([tokens[i] for i in live])
             for j, i in enumerate(live):
@@ -184,7 +202,8 @@ class ActivationExtractor(ModelStage):
                 else:
                     drops[i] = "non_finite"
         shard = make_shard(batch, drops, vectors, self.proj_dim, optional=stats,
-                           stats_layout=self.stats.layout() if self.stats and live else None)
+                           stats_layout=self.stats.layout() if self.stats and live else None,
+                           experts_layout=self.experts.layout() if self.experts and live else None)
         uri = write_shard(self.shard_dir, shard)
         ledger = shard.select(list(RAW_LEDGER_COLUMNS))
         return ledger.append_column("shard", pa.array([shard_name(uri)] * ledger.num_rows, pa.string()))

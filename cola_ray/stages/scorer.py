@@ -73,7 +73,8 @@ class SetScorer(ActivationExtractor):
             ("set", pa.string()), ("vectors", pa.list_(pa.list_(pa.float32()))),
             ("stat_moments", pa.list_(pa.list_(pa.float32()))), ("stat_sketch", pa.list_(pa.list_(pa.float32()))),
             ("stat_outliers", pa.list_(pa.list_(pa.int32()))), ("tokens", pa.list_(pa.int32())),
-            ("truncated", pa.int32()), ("empty", pa.int32()), ("layer_error", pa.string()), ("seconds", pa.float64())]))
+            ("truncated", pa.int32()), ("empty", pa.int32()), ("layer_error", pa.string()), ("seconds", pa.float64()),
+            ("expert_tokens", pa.list_(pa.int64())), ("expert_layout", pa.string())]))
 
     def _one(self, name: str, texts: list[str]) -> dict:
         import time
@@ -100,7 +101,10 @@ class SetScorer(ActivationExtractor):
                 "stat_sketch": [np.asarray(m).tolist() for m in stats.get("stat_sketch", [])],
                 "stat_outliers": [np.asarray(m).tolist() for m in stats.get("stat_outliers", [])],
                 "tokens": [len(t) for t in live], "truncated": truncated, "empty": empty,
-                "layer_error": json.dumps(errors), "seconds": time.perf_counter() - t0}
+                "layer_error": json.dumps(errors), "seconds": time.perf_counter() - t0,
+                # MoE: the set's routed tokens per expert (summed over its texts) and where they lie
+                "expert_tokens": (np.sum(stats["expert_tokens"], 0).tolist() if stats.get("expert_tokens") else []),
+                "expert_layout": json.dumps(self.experts.layout()) if self.experts else ""}
 
     def _layer_errors(self, hessians: dict) -> dict:
         """{recipe: {capability: mean relative output error over the stat layers' Linears}}."""

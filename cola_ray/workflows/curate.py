@@ -245,6 +245,12 @@ def _check_model(cfg: CurateConfig) -> None:
         from cola_ray.models import parse_layers
 
         parse_layers(cfg.layers, n_layers)
+    if cfg.min_tokens_per_expert:
+        from cola_ray.stages.experts import config_experts
+
+        if config_experts(config) is None:
+            raise UserError(f"--min-tokens-per-expert {cfg.min_tokens_per_expert}: --model {model} is dense "
+                            f"({', '.join(archs) or config.model_type}, no mixture-of-experts layers)")
     positions = getattr(text_config, "max_position_embeddings", None)
     if positions and cfg.seq_len + 1 > positions:
         raise UserError(f"--seq-len {cfg.seq_len}: longer than --model {model} can attend to "

@@ -32,7 +32,9 @@ from cola_ray.errors import UserError
 from cola_ray.pool import STAT_COLUMNS, Pool
 from cola_ray.stages import proxies, runner
 from cola_ray.stages.scorer import SetScorer
+from cola_ray.selectors.experts import coverage
 from cola_ray.workflows import capabilities, processing
+from cola_ray.workflows import experts as expert_coverage
 from cola_ray.workflows.common import RunClock, ensure_ray, log, package_versions
 
 PROBE_HESSIANS = "work/score-probes"
@@ -238,12 +240,21 @@ def _set_view(s: CalibrationSet, passed: dict | None) -> dict:
         missing = len(set(s.ids)) - table.num_rows
         if missing:
             raise UserError(f"--calibration {s.uri}: {missing} of its ids are not in its pool's kept chunks")
+        layout = s.pool.experts_layout()
+        experts = None
+        if layout:
+            ids, _, counts = expert_coverage.pool_counts(s.pool, layout)
+            row = {c: i for i, c in enumerate(ids)}
+            experts = (counts[[row[c] for c in s.ids]].sum(0), layout)
         return {"vectors": np.asarray(table.column("vector").to_pylist(), np.float32),
                 "stats": {c: table.column(c).to_pylist() for c in STAT_COLUMNS},
-                "tokens": table.column("num_tokens").to_pylist(), "truncated": 0, "empty": 0, "from": "pool"}
+                "tokens": table.column("num_tokens").to_pylist(), "truncated": 0, "empty": 0, "from": "pool",
+                "experts": experts}
     return {"vectors": np.asarray(passed["vectors"], np.float32),
             "stats": {c: passed[c] for c in STAT_COLUMNS}, "tokens": passed["tokens"],
-            "truncated": passed["truncated"], "empty": passed["empty"], "from": "forward pass"}
+            "truncated": passed["truncated"], "empty": passed["empty"], "from": "forward pass",
+            "experts": ((np.asarray(passed["expert_tokens"]), json.loads(passed["expert_layout"]))
+                        if passed.get("expert_layout") else None)}
 
 
 def _score_all(cfg, sets, passes, probe, layout):
@@ -281,6 +292,8 @@ def _score_all(cfg, sets, passes, probe, layout):
                            "statistics_from": view["from"] if s.pool is None else "pool",
                            "forward_pass_s": round(passes[s.name]["seconds"], 3) if s.name in passes else 0.0,
                            "proxies_s": round(time.perf_counter() - t0, 4)}
+        if view["experts"] is not None:  # MoE: the set's expert coverage (selectors/experts.py)
+            per_set[s.name]["experts"] = coverage(*view["experts"])
         if view["truncated"] or view["empty"]:
             log(f"set {s.name}: {view['truncated']} text(s) cut to --seq-len {cfg.seq_len}, "
                 f"{view['empty']} empty text(s) not scored")

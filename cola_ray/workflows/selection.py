@@ -25,6 +25,7 @@ from cola_ray import storage
 from cola_ray.errors import UserError
 from cola_ray.pool import Pool
 from cola_ray.selectors import Selection, Selector, SelectorContext, calibration_lines, read_calibration
+from cola_ray.workflows import experts as expert_coverage
 from cola_ray.workflows.handoff import write_handoff
 
 MANIFEST_VERSION = 2  # 1: before the one selection path (cola's `kmeans` / others' `selector` sections).
@@ -107,7 +108,7 @@ def write_selection(out: str, pool: Pool, selection: Selection) -> tuple[list[st
 def manifest(*, config: dict, model: dict, versions: dict, pool: Pool, spec: Selector, k: int,
              ctx: SelectorContext, selection: Selection, selected: pa.Table, quotas: dict | None,
              seconds: float, out: str, timings: dict, artifacts: list[str], tokens: dict | None = None,
-             device: str | None = None,
+             device: str | None = None, experts: dict | None = None,
              resume: dict | None = None, processing: dict | None = None, capabilities: dict | None = None) -> dict:
     """The one manifest shape of a selection (curate runs and sweep sets alike): the same
     top-level keys for every selector; the selector's own details under `selection`."""
@@ -125,7 +126,7 @@ def manifest(*, config: dict, model: dict, versions: dict, pool: Pool, spec: Sel
         "selection": {"selector": spec.name, "description": spec.description, "score": spec.score,
                       "uses_seed": spec.uses_seed, "params": dataclasses.asdict(params), "k": k,
                       "quotas": quotas, "seconds": round(seconds, 3), "tokens": tokens,
-                      "details": selection.details},
+                      "details": selection.details, "experts": experts},
         "processing": processing,
         "capabilities": capabilities,
         "resume": resume,
@@ -156,9 +157,14 @@ def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | 
     t0 = time.perf_counter()
     with clock(f"select ({spec.name})"):
         selection = choose(pool, spec, k, ctx, quotas)
+        selection, experts = expert_coverage.apply(pool, selection, quotas, args.min_tokens_per_expert, args.allow_more)
     seconds = time.perf_counter() - t0
     with clock("write"):
         artifacts, selected, written = write_selection(out, pool, selection)
+        if experts:
+            storage.write_bytes(storage.join(out, expert_coverage.PLOT),
+                                expert_coverage.plot(experts, pool, selection.table.column("id").to_pylist()))
+            artifacts.append(expert_coverage.PLOT)
         handed, tokens = write_handoff(out, cfg.model, cfg.seq_len, written)  # in calibration.jsonl's order
         artifacts += handed
         if after is not None:
@@ -166,7 +172,7 @@ def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | 
     m = manifest(config={**dataclasses.asdict(cfg), "selector": spec.name}, model=dataclasses.asdict(
                  models.model_identity(cfg.model)), versions=package_versions(), pool=pool, spec=spec, k=k, ctx=ctx,
                  selection=selection, selected=selected, quotas=quotas, seconds=seconds, out=out, tokens=tokens,
-                 timings=clock.timings, artifacts=artifacts + [pool_artifact(pool, out)],
+                 timings=clock.timings, artifacts=artifacts + [pool_artifact(pool, out)], experts=experts,
                  capabilities=capabilities() if capabilities else None, **extra)
     storage.write_json(storage.join(out, "manifest.json"), m)  # last: marks completion
     return m

@@ -141,7 +141,8 @@ def _bert(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing-model", "not-causal", "no-files", "no-field", "corrupt",
-                                  "unwritable", "too-few", "layers", "seq-len", "all-empty"])
+                                  "unwritable", "too-few", "layers", "seq-len", "all-empty", "dense-experts",
+                                  "allow-more-alone"])
 def test_bad_input_is_one_line_and_no_manifest(case, ray_session, tiny_llama, corpus, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["curate", "--model", str(tiny_llama), "--corpus", str(corpus / "news.jsonl"), "--out", str(out),
@@ -175,6 +176,12 @@ def test_bad_input_is_one_line_and_no_manifest(case, ray_session, tiny_llama, co
         args[4], expect = str(empty), "no chunk survived processing (dropped: duplicate=4, empty=2)"
     elif case == "seq-len":
         args[8], expect = "100000", "--seq-len 100000: longer than --model"
+    elif case == "dense-experts":
+        args += ["--min-tokens-per-expert", "4"]
+        expect = "--min-tokens-per-expert 4: --model " + str(tiny_llama) + " is dense (LlamaForCausalLM"
+    elif case == "allow-more-alone":
+        args += ["--allow-more"]
+        expect = "--allow-more: only with --min-tokens-per-expert"
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("cola-ray: error: ") and expect in err[-1], err[-1]
