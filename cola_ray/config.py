@@ -89,6 +89,9 @@ class CurateConfig:
     qa_chat: bool = opt(False, "render Q&A records (see --qa-format) as a user turn (question, context) and an "
                         "assistant turn (reasoning, answer) through the chat template, instead of the Q&A template's "
                         "plain text: for instruct models")
+    strict: bool = opt(False, "a malformed conversation record (not a list, empty, an unknown role, a turn that is "
+                       "not {role, content}, one the template refuses) stops the run with one line naming the file "
+                       "and the reason, instead of being dropped and counted as bad_conversation:<reason>")
     skip_bad_files: bool = opt(False, "a JSON-lines file found corrupt partway (a cut .gz, a line that is not a JSON "
                                "object) ends there instead of failing the run: the records before the damage are "
                                "kept, and the file, line and reason are listed in the manifest and the summary")

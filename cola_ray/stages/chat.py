@@ -14,9 +14,10 @@ every part repeating the system message, each part rendered as a valid conversat
 A single exchange longer than seq_len stays one part, and stage 2 splits its text at paragraph
 boundaries like any document (the only case where a chunk is not a whole conversation).
 
-Bad conversations (not a list, empty, a turn that is not {role, content} strings, an unknown
-role, a template that refuses the turns) are documents without text, dropped as
-`bad_conversation` and counted.
+Bad conversations are documents without text, dropped and counted by reason:
+`bad_conversation:not_a_list`, `:empty`, `:bad_turn` (a turn that is not {role, content}
+strings), `:unknown_role`, `:template_error` (the template refuses the turns). With `strict`
+(--strict) the first one stops the run with one line naming the file and the reason instead.
 """
 
 from __future__ import annotations
@@ -39,25 +40,50 @@ def conversation_field(columns) -> str | None:
     return next((f for f in FIELDS if f in columns), None)
 
 
-def normalize(value: Any, field: str) -> list[dict] | None:
-    """A record's turns as [{role, content}] with canonical roles; None when malformed."""
+class BadConversation(ValueError):
+    """A malformed conversation record: `code` is its drop reason's suffix (`bad_conversation:<code>`)."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+
+    @property
+    def reason(self) -> str:
+        return f"{BAD}:{self.code}"
+
+
+def parse(value: Any, field: str) -> list[dict]:
+    """A record's turns as [{role, content}] with canonical roles; BadConversation says why not."""
     role_key, content_key = FIELDS[field]
     if isinstance(value, str):  # some exports store the list as a JSON string
         try:
             value = json.loads(value)
         except ValueError:
-            return None
-    if not isinstance(value, list) or not value:
-        return None
+            raise BadConversation("not_a_list", f"{field!r} is a string that is not a JSON list") from None
+    if not isinstance(value, list):
+        raise BadConversation("not_a_list", f"{field!r} is a {type(value).__name__}, not a list of turns")
+    if not value:
+        raise BadConversation("empty", f"{field!r} is an empty conversation")
     turns = []
-    for turn in value:
+    for n, turn in enumerate(value):
         if not isinstance(turn, dict):
-            return None
+            raise BadConversation("bad_turn", f"{field!r} turn {n} is a {type(turn).__name__}, not an object")
         role, content = turn.get(role_key, turn.get("role")), turn.get(content_key, turn.get("content"))
-        if not isinstance(role, str) or role.lower() not in ROLES or not isinstance(content, str):
-            return None
+        if not isinstance(role, str) or role.lower() not in ROLES:
+            raise BadConversation("unknown_role", f"{field!r} turn {n} has an unknown role {role!r} "
+                                  f"(known: {', '.join(sorted(ROLES))})")
+        if not isinstance(content, str):
+            raise BadConversation("bad_turn", f"{field!r} turn {n}: {content_key!r} is not a string")
         turns.append({"role": ROLES[role.lower()], "content": content})
     return turns
+
+
+def normalize(value: Any, field: str) -> list[dict] | None:
+    """parse(), or None when malformed."""
+    try:
+        return parse(value, field)
+    except BadConversation:
+        return None
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,6 +105,7 @@ class ChatRenderer:
     template: str | None = None
     enable_thinking: bool | None = None
     qa: bool = False  # also render Q&A records as conversations (formatting.QAFormatter.turns_batch)
+    strict: bool = False  # a malformed conversation stops the run (ingest) instead of being counted
 
     @property
     def tokenizer(self):
@@ -101,7 +128,7 @@ class ChatRenderer:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def parts(self, turns: list[dict]) -> list[tuple[str, list[dict]]]:
-        """(rendered text, turns) of each part; raises ValueError when the template refuses."""
+        """(rendered text, turns) of each part; BadConversation when the template refuses."""
         try:
             whole = self.render(turns)
             if self.length(whole) <= self.seq_len:
@@ -120,7 +147,8 @@ class ChatRenderer:
                     parts.append(block)
             return [(self.render(system + p), system + p) for p in parts]
         except Exception as e:  # noqa: BLE001 - jinja's TemplateError and whatever a template raises
-            raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            raise BadConversation("template_error", "the chat template refuses it: "
+                                  + (str(e).splitlines()[0] if str(e) else type(e).__name__)) from None
 
 
 def resolve_template(choice: str) -> str | None:

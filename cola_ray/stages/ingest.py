@@ -202,9 +202,9 @@ class LabelDocuments:
             for name, value in zip(DOCUMENT_SCHEMA.names, (doc, self.source, text, invalid, messages)):
                 rows[name].append(value)
 
-        for t, value, kind in zip(texts, turns, kinds):
+        for i, (t, value, kind) in enumerate(zip(texts, turns, kinds)):
             if value is not None:  # a conversation record: rendered, or a counted bad_conversation
-                self._conversation(value, kind, add)
+                self._conversation(value, kind, add, paths[min(i, len(paths) - 1)])
             elif isinstance(t, str):
                 add(doc_id(self.source, t), t)
             elif t is None:  # missing or null: an empty document
@@ -225,20 +225,18 @@ class LabelDocuments:
             return columns[self.text_field]
         raise UserError(f"--corpus {path}: a record has no field {self.text_field!r}")
 
-    def _conversation(self, value: Any, field: str, add) -> None:
-        turns = value if field == "qa" else chat.normalize(value, field)
-        raw_id = doc_id(self.source, json.dumps(value, sort_keys=True, default=str))
-        if turns is None:
-            return add(raw_id, "", chat.BAD)
+    def _conversation(self, value: Any, field: str, add, path: str) -> None:
         try:
-            parts = self.chat.parts(turns)
-        except ValueError:
-            return add(raw_id, "", chat.BAD)
+            parts = self.chat.parts(value if field == "qa" else chat.parse(value, field))
+        except chat.BadConversation as bad:
+            if self.chat.strict:
+                raise UserError(f"--corpus {path}: a malformed conversation record: {bad} (--strict)") from None
+            return add(doc_id(self.source, json.dumps(value, sort_keys=True, default=str)), "", bad.reason)
         for text, part in parts:
             add(doc_id(self.source, text), text, "", json.dumps(part, ensure_ascii=False))
 
 
-# Documents: `invalid` is a drop reason decided while reading (not_string, bad_conversation),
+# Documents: `invalid` is a drop reason decided while reading (not_string, bad_conversation:<why>),
 # `messages` the turns (JSON) a conversation document was rendered from.
 DOCUMENT_SCHEMA = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()),
                              ("invalid", pa.string()), ("messages", pa.string())])

@@ -34,6 +34,9 @@ def ensure_ray() -> None:
     # A CPU actor can legitimately spend many minutes on one shard; Ray's default 30-minute
     # no-progress guard would abort a slow but healthy run.
     ctx.execution_no_progress_timeout_s = -1
+    # A UserError raised in a stage must reach the CLI as itself (its one line): Ray Data would
+    # wrap it in UserCodeException, whose pickled copy on the driver has lost the original.
+    ctx.raise_original_map_exception = True
     # Ray Data logs every dataset's execution plan (INFO) and notes such as "Progress bars
     # disabled" (WARNING) on the terminal; cola-ray prints its own stage lines, progress and
     # summary. Only its console handler is quietened: the full Ray Data log still goes to the

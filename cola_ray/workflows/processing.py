@@ -87,7 +87,8 @@ def processing_options(cfg: CurateConfig, labels: Iterable[str]) -> Processing:
     formatters = {s: QAFormatter(template, mapping.get(s), source=s, text_field=cfg.text_field) for s in labels}
     qa_first = frozenset(labels if cfg.qa_format else mapping)
     thinking = {"auto": None, "true": True, "false": False}[str(cfg.enable_thinking).lower()]
-    renderer = ChatRenderer(cfg.model, cfg.seq_len, resolve_template(cfg.chat_template), thinking, bool(cfg.qa_chat))
+    renderer = ChatRenderer(cfg.model, cfg.seq_len, resolve_template(cfg.chat_template), thinking, bool(cfg.qa_chat),
+                            bool(cfg.strict))
     return Processing(parse_filters(cfg.filters), cfg.near_dup_threshold, cfg.pack, template, formatters, qa_first,
                       renderer)
 

@@ -20,6 +20,17 @@ def test_both_record_styles_normalise_and_bad_ones_are_refused():
         assert chat.normalize(bad, "messages") is None
 
 
+def test_a_malformed_conversation_says_why():
+    cases = {"not_a_list": "not json", "empty": [], "bad_turn": ["a string turn"],
+             "unknown_role": [{"role": "wizard", "content": "x"}]}
+    for code, value in cases.items():
+        with pytest.raises(chat.BadConversation) as e:
+            chat.parse(value, "messages")
+        assert e.value.code == code and e.value.reason == f"bad_conversation:{code}"
+    with pytest.raises(chat.BadConversation, match="unknown role 'wizard'"):
+        chat.parse([{"role": "wizard", "content": "x"}], "messages")
+
+
 def test_rendering_uses_the_template_and_passes_enable_thinking(chat_model):
     turns = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
     plain = chat.ChatRenderer(str(chat_model), 512).render(turns)

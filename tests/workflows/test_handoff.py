@@ -38,10 +38,48 @@ def chat_run(ray_session, tiny_llama, tmp_path_factory):
     return model, out
 
 
+SMALL = ["--seq-len", "256", "--min-tokens", "8", "--num-samples", "3", "--proj-dim", "8", "--selector", "random",
+         "--near-dup-threshold", "0"]
+
+
+def test_strict_stops_at_the_first_malformed_conversation(chat_run, tmp_path, capsys):
+    model, out = chat_run
+    corpus = out.parent / "ultrachat.jsonl"
+    assert main(["curate", "--model", str(model), "--corpus", str(corpus), "--out", str(tmp_path / "o"), *SMALL,
+                 "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("cola-ray: error: --corpus ") and "ultrachat.jsonl: a malformed conversation record: " in err
+    assert "(--strict)" in err and not (tmp_path / "o" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("template", ["none", "file"])
+def test_chat_template_none_and_file(template, chat_run, tmp_path):
+    """--chat-template none renders plain 'role: content' text; a Jinja FILE replaces the model's
+    own template (and works for a model that has none)."""
+    model, out = chat_run
+    flag = "none"
+    if template == "file":
+        flag = str(tmp_path / "t.jinja")
+        (tmp_path / "t.jinja").write_text("{% for m in messages %}[{{ m['role'] | upper }}] {{ m['content'] }}\n"
+                                          "{% endfor %}")
+    run = tmp_path / "o"
+    assert main(["curate", "--model", str(model), "--corpus", str(out.parent / "sharegpt.jsonl"), "--out", str(run),
+                 *SMALL, "--chat-template", flag]) == 0
+    rows = [json.loads(x) for x in (run / "calibration.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    head = "user: " if template == "none" else "[USER] "
+    assert all(r["text"].startswith(head) and "<s>" not in r["text"] for r in rows)
+    assert all(r["messages"][0]["content"] in r["text"] for r in rows)
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["processing"]["chat"]["template"] == template
+
+
 def test_conversations_render_with_the_template_and_keep_their_turns(chat_run):
     model, out = chat_run
     m = json.loads((out / "manifest.json").read_text())
-    assert m["counts"]["dropped"].get("bad_conversation") == 3
+    dropped = m["counts"]["dropped"]
+    assert {k: v for k, v in dropped.items() if k.startswith("bad_conversation")} == {
+        "bad_conversation:empty": 1, "bad_conversation:unknown_role": 1, "bad_conversation:not_a_list": 1}
     assert m["processing"]["chat"] == {"template": "model's own", "enable_thinking": False, "qa_as_chat": False}
     rows = [json.loads(x) for x in (out / "calibration.jsonl").read_text().splitlines()]
     assert len(rows) == 6
