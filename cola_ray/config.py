@@ -53,7 +53,9 @@ class YamlDict(dict):
 class CurateConfig:
     model: str | None = opt(None, "local HF model folder or hub id (default: the offline demo model)")
     corpus: list[str] = opt([], "file, folder or glob of .jsonl/.jsonl.gz/.json/.parquet/.txt or a "
-                            "datasets save_to_disk folder, local or s3://; repeatable")
+                            "datasets save_to_disk folder, local or s3://, or a Hugging Face dataset "
+                            "hf://datasets/ORG/NAME[@revision][/config][:split] (offline: COLA_RAY_HF_MIRROR); "
+                            "repeatable")
     out: str | None = opt(None, "output folder or s3://bucket/prefix (default: runs/<name>)")
     num_samples: int = opt(128, "calibration samples to select (= k of k-means)")
     seq_len: int = opt(2048, "maximum tokens per chunk; longer documents are split")

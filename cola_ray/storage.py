@@ -7,6 +7,7 @@ Knows nothing of stages.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -45,15 +46,26 @@ def _s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+@functools.lru_cache(maxsize=1)
+def _hf_filesystem() -> pafs.FileSystem:
+    from huggingface_hub import HfFileSystem
+
+    return pafs.PyFileSystem(pafs.FSSpecHandler(HfFileSystem()))
+
+
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """(pyarrow filesystem, path inside it) for a local path or an s3:// URI."""
     if is_s3(uri):
         return _s3_filesystem(), uri[len("s3://"):].rstrip("/")
+    if uri.startswith("hf://"):  # a dataset file on the Hugging Face hub (stages/hub.py): read-only
+        return _hf_filesystem(), uri[len("hf://"):]
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
 def to_uri(uri_like: str, path: str) -> str:
     """Turn a filesystem path back into a URI of the same kind as `uri_like`."""
+    if uri_like.startswith("hf://"):
+        return f"hf://{path}"
     return f"s3://{path}" if is_s3(uri_like) else path
 
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from cola_ray import storage
 from cola_ray.errors import UserError
-from cola_ray.stages import chat, lines, runner
+from cola_ray.stages import chat, hub, lines, runner
 from cola_ray.stages.base import FunctionStage
 
 # file suffix -> reader kind; `.arrow` files come from datasets' save_to_disk folders.
@@ -69,6 +69,14 @@ def discover(corpus_uris: list[str], flag: str = "--corpus ") -> list[CorpusFile
         raise UserError(f"{flag.strip()}: no corpus given")
     found: list[CorpusFile] = []
     for uri in corpus_uris:
+        if hub.is_hub(uri):  # a Hugging Face dataset by name: datasets finds its files
+            source, uris = hub.data_files(uri, flag)
+            files = [CorpusFile(u, source, kind) for u in uris if (kind := _kind(u)) and kind != "arrow"]
+            if not files:
+                raise UserError(f"{flag}{uri}: none of its {len(uris)} file(s) is in a format cola-ray reads "
+                                f"({', '.join(sorted(FORMATS))})")
+            found.extend(files)
+            continue
         source = source_label(uri)
         matches = storage.expand(uri)
         names = {storage.basename(m.uri) for m in matches}

@@ -20,8 +20,10 @@ Resolving groups from the gathered pairs, rather than taking the union of per-bu
 matters for chains: if A~C and B~C are found in different buckets but A and B are not alike,
 only a global view sees that {A, B, C} is one group (the tests check this path against an
 in-memory reference built on datasketch's :class:`MinHashLSH`: tests/stages/neardup_reference.py).
-:func:`bucket_rows`, :func:`bucket_pairs` and :func:`drop_reasons` (at the end) are the same
-steps shaped for a Ray Data plan (map_batches -> groupby bucket -> map_groups -> driver).
+:func:`band_rows`, :func:`bucket_candidates`, :func:`verify_pairs` and :func:`drop_reasons` (at
+the end) are the same steps shaped for a Ray Data plan: map_batches (signatures to files, band
+keys to the shuffle) -> groupby bucket -> map_groups (candidate pairs of ids) -> driver (the
+candidates' signatures read back, pairs verified, groups resolved). Only ids cross the shuffle.
 """
 
 from __future__ import annotations
@@ -178,38 +180,65 @@ def _plain_ids(ids: Sequence[Hashable]) -> list[Any]:
 
 # -- Ray Data adapters: the same steps over a streaming dataset of documents ----------------
 
-PAIR_SCHEMA = pa.schema([("a", pa.string()), ("b", pa.string()), ("exact", pa.bool_())])
+PAIR_SCHEMA = pa.schema([("a", pa.string()), ("b", pa.string())])
+SIGNATURE_FILE = "sig-{}.parquet"
 
 
-def bucket_rows(batch: pa.Table, threshold: float, num_perm: int = 128, ngram: int = 5,
-                seed: int = 1) -> pa.Table:
+def band_rows(batch: pa.Table, threshold: float, folder: str, num_perm: int = 128, ngram: int = 5,
+              seed: int = 1) -> pa.Table:
     """Documents (`doc_id`, `text`, `key`: exact-duplicate key) -> one row per (document, LSH
-    band): `bucket`, `id`, `key`, `signature`; steps 1-2 of the module docstring, per batch."""
+    band): `bucket`, `id` (steps 1-2, per batch). The signatures themselves (with the keys) go to
+    one parquet file under `folder`, not into the shuffle: a signature is num_perm x 8 bytes (1 KB)
+    and the shuffle would carry it once per band; only the few candidates' are read back."""
+    import hashlib
+
+    from cola_ray import storage
+
+    ids = batch.column("doc_id").to_pylist()
     sigs = minhash_signatures(batch.column("text").to_pylist(), num_perm, ngram, seed)
+    name = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]  # a retried batch rewrites its file
+    storage.write_parquet(storage.join(folder, SIGNATURE_FILE.format(name)), pa.table({
+        "id": pa.array(ids, pa.string()), "key": batch.column("key"),
+        "signature": pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint64()), num_perm)}))
     bands, rows = lsh_params(threshold, num_perm)
-    exploded = explode_buckets(batch.column("doc_id").to_pylist(), sigs, bands, rows)
-    flat = pa.array(exploded["signature"].ravel(), pa.uint64())
-    return pa.table({
-        "bucket": pa.array(exploded["bucket"], pa.uint64()),
-        "id": pa.array(exploded["id"].tolist(), pa.string()),
-        "key": pa.array(np.repeat(np.asarray(batch.column("key").to_pylist(), dtype=object), bands).tolist(),
-                        pa.string()),
-        "signature": pa.FixedSizeListArray.from_arrays(flat, num_perm),
-    })
+    keys = lsh_band_keys(sigs, bands, rows)
+    return pa.table({"bucket": pa.array(keys.ravel(), pa.uint64()),
+                     "id": pa.array(np.repeat(np.asarray(ids, dtype=object), bands).tolist(), pa.string())})
 
 
-def bucket_pairs(group: pa.Table, threshold: float) -> pa.Table:
-    """One LSH bucket (a Ray Data group) -> its near-duplicate pairs (step 3), each flagged
-    `exact` when both documents have the same exact-duplicate key."""
-    if group.num_rows < 2:
+def bucket_candidates(group: pa.Table) -> pa.Table:
+    """One LSH bucket (a Ray Data group) -> every pair of distinct ids in it (a < b): the
+    candidates that step 3 verifies."""
+    ids = sorted(set(group.column("id").to_pylist()))
+    if len(ids) < 2:
         return PAIR_SCHEMA.empty_table()
-    col = group.column("signature").combine_chunks()
-    sigs = col.values.to_numpy().reshape(-1, col.type.list_size)
-    ids = group.column("id").to_pylist()
-    key = dict(zip(ids, group.column("key").to_pylist()))
-    pairs = near_duplicate_pairs(ids, sigs, threshold)
-    return pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs],
-                     "exact": [key[a] == key[b] for a, b in pairs]}, schema=PAIR_SCHEMA)
+    a, b = np.triu_indices(len(ids), 1)
+    arr = np.asarray(ids, dtype=object)
+    return pa.table({"a": arr[a].tolist(), "b": arr[b].tolist()}, schema=PAIR_SCHEMA)
+
+
+def verify_pairs(pairs: Iterable[tuple[str, str]], signatures: pa.Table, threshold: float,
+                 block: int = 4096) -> list[tuple[str, str, bool]]:
+    """Step 3 over candidate pairs: (a, b, exact) of those whose estimated Jaccard reaches
+    `threshold`, from a table of `id`, `key`, `signature` (the candidates' rows; a repeated id
+    has one signature); `exact`: both documents have the same exact-duplicate key."""
+    _check_threshold(threshold)
+    pairs = sorted(set(pairs))
+    if not pairs:
+        return []
+    ids = signatures.column("id").to_pylist()
+    row = {i: r for r, i in reversed(list(enumerate(ids)))}  # the first row of a repeated id
+    col = signatures.column("signature").combine_chunks()
+    sig = col.values.to_numpy().reshape(-1, col.type.list_size)
+    keys = signatures.column("key").to_pylist()
+    out = []
+    for start in range(0, len(pairs), block):
+        part = pairs[start:start + block]
+        ra = np.fromiter((row[a] for a, _ in part), np.int64, len(part))
+        rb = np.fromiter((row[b] for _, b in part), np.int64, len(part))
+        hit = (sig[ra] == sig[rb]).mean(axis=1) >= threshold
+        out += [(a, b, keys[i] == keys[j]) for (a, b), i, j, h in zip(part, ra, rb, hit) if h]
+    return out
 
 
 def drop_reasons(pairs: Iterable[tuple[Any, Any, bool]]) -> dict[Any, str]:

@@ -14,6 +14,9 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from cola_ray import storage
 from cola_ray.cache import cached_json
 from cola_ray.config import CurateConfig, _split
@@ -26,6 +29,7 @@ from cola_ray.stages.formatting import DEFAULT_TEMPLATE, QAFormatter
 from cola_ray.workflows.common import log
 
 NEAR_DUPS = "work/near_duplicates.json"
+NEAR_DUP_SIGNATURES = "work/near-dedup-signatures"  # MinHash signatures while the pass runs (removed after)
 _OFF = ("off", "false", "no", "none")  # YAML reads a bare `off` as false
 
 
@@ -93,23 +97,34 @@ def processing_options(cfg: CurateConfig, labels: Iterable[str]) -> Processing:
                       renderer)
 
 
-def find_near_duplicates(docs, proc: Processing) -> dict[str, str]:
+def find_near_duplicates(docs, proc: Processing, folder: str) -> dict[str, str]:
     """doc_id -> 'near_duplicate' | 'duplicate' over the whole corpus (neardup.py's steps on Ray
-    Data: signatures per batch, one row per LSH band, grouped by bucket, pairs to the driver)."""
+    Data: signatures per batch, written under `folder`; one (bucket, id) row per LSH band,
+    grouped by bucket into candidate pairs; the candidates' signatures read back and verified
+    on the driver). `folder` is emptied first and removed at the end."""
     threshold = proc.near_dup_threshold
+    storage.delete(folder)  # an interrupted run's signatures: this run writes its own
     survivors = runner.run(docs, FunctionStage(process.surviving_documents, args=(proc.quality,), batch_size=64))
     # Materialised before the shuffle (which is a barrier anyway): when no document survives the
     # filters, no block ever gets a `bucket` column (Ray Data does not call a batch function on
     # empty blocks) and the shuffle's sort would fail on it, with a traceback in Ray's log.
     # Nothing survived, so there is nothing to deduplicate: chunking then counts every drop.
-    buckets = runner.run(survivors, FunctionStage(neardup.bucket_rows, args=(threshold,))).materialize()
-    if buckets.count() == 0:
-        return {}
-    pairs = runner.run_grouped(buckets, "bucket", FunctionStage(neardup.bucket_pairs, args=(threshold,)))
-    found = []
-    for batch in pairs.iter_batches(batch_format="pyarrow", batch_size=None):
-        found += zip(batch.column("a").to_pylist(), batch.column("b").to_pylist(), batch.column("exact").to_pylist())
-    return neardup.drop_reasons(found)
+    buckets = runner.run(survivors, FunctionStage(neardup.band_rows, args=(threshold, folder))).materialize()
+    try:
+        if buckets.count() == 0:
+            return {}
+        candidates = runner.run_grouped(buckets, "bucket", FunctionStage(neardup.bucket_candidates))
+        pairs: set[tuple[str, str]] = set()
+        for batch in candidates.iter_batches(batch_format="pyarrow", batch_size=None):
+            pairs.update(zip(batch.column("a").to_pylist(), batch.column("b").to_pylist()))
+        if not pairs:
+            return {}
+        wanted = pa.array(sorted({i for pair in pairs for i in pair}), pa.string())
+        signatures = storage.read_parquet(storage.list_files(folder, ".parquet"), ["id", "key", "signature"],
+                                          filter=pc.field("id").isin(wanted))
+        return neardup.drop_reasons(neardup.verify_pairs(pairs, signatures, threshold))
+    finally:
+        storage.delete(folder)
 
 
 def near_duplicates(cfg: CurateConfig, docs, proc: Processing, fingerprint: dict) -> dict[str, str]:
@@ -117,7 +132,7 @@ def near_duplicates(cfg: CurateConfig, docs, proc: Processing, fingerprint: dict
     if proc.near_dup_threshold <= 0:
         return {}
     def compute() -> dict[str, str]:
-        drops = find_near_duplicates(docs, proc)
+        drops = find_near_duplicates(docs, proc, storage.join(cfg.out, NEAR_DUP_SIGNATURES))
         log(f"near-dedup: {len(drops)} document(s) to drop (threshold {proc.near_dup_threshold})")
         return drops
 

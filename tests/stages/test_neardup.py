@@ -11,7 +11,8 @@ import pytest
 
 from cola_ray.errors import UserError
 from cola_ray.stages.neardup import (
-    drop_from_pairs, explode_buckets, lsh_band_keys, lsh_params, minhash_signatures, near_duplicate_pairs, shingles,
+    band_rows, bucket_candidates, drop_from_pairs, drop_reasons, explode_buckets, lsh_band_keys, lsh_params,
+    minhash_signatures, near_duplicate_pairs, shingles, verify_pairs,
 )
 from tests.conftest import news_texts
 from tests.stages.neardup_reference import NearDedup, estimated_jaccard, resolve_near_duplicates
@@ -82,6 +83,35 @@ def test_distributed_path_matches_in_memory(corpus):
                                               np.stack([m[1] for m in members]), THRESHOLD))
     assert drop_from_pairs(pairs) == EXPECTED_DROPS
     assert resolve_near_duplicates(ids, sigs, THRESHOLD) == EXPECTED_DROPS
+
+
+def test_ray_shaped_steps_shuffle_ids_only_and_match_in_memory(corpus, tmp_path):
+    """band_rows on two 'workers' (signatures to files, (bucket, id) rows out), candidates per
+    bucket, verification from the files read back: the same drops as NearDedup, and an exact
+    copy (same key) is reported as 'duplicate'."""
+    import pyarrow as pa
+
+    from cola_ray import storage
+
+    items = [(f"d{i:03d}", t) for i, t in corpus.items()] + [("d999", corpus[3])]
+    keys = {i: f"k{i}" for i, _ in items} | {"d999": "kd003"}
+    random.Random(3).shuffle(items)
+    folder = str(tmp_path / "sigs")
+    rows = [band_rows(pa.table({"doc_id": [i for i, _ in part], "text": [t for _, t in part],
+                                "key": [keys[i] for i, _ in part]}), THRESHOLD, folder)
+            for part in (items[:10], items[10:])]
+    shuffled = pa.concat_tables(rows)
+    assert shuffled.column_names == ["bucket", "id"]  # no signature crosses the shuffle
+    groups = defaultdict(list)
+    for bucket, i in zip(shuffled.column("bucket").to_pylist(), shuffled.column("id").to_pylist()):
+        groups[bucket].append(i)
+    pairs = set()
+    for members in groups.values():
+        cand = bucket_candidates(pa.table({"bucket": [0] * len(members), "id": members}))
+        pairs.update(zip(cand.column("a").to_pylist(), cand.column("b").to_pylist()))
+    sigs = storage.read_parquet(storage.list_files(folder, ".parquet"))
+    verdicts = drop_reasons(verify_pairs(pairs, sigs, THRESHOLD))
+    assert verdicts == {**{f"d{i:03d}": "near_duplicate" for i in EXPECTED_DROPS}, "d999": "duplicate"}
 
 
 def test_signatures_are_deterministic_uint64_and_estimate_jaccard(corpus):

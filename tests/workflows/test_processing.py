@@ -40,7 +40,7 @@ def test_qa_options():
         processing.parse_qa_fields(["mathqa=question"])
 
 
-def test_near_duplicate_pass_on_ray_matches_in_memory(ray_session):
+def test_near_duplicate_pass_on_ray_matches_in_memory(ray_session, tmp_path):
     import ray
 
     words = " ".join(news_texts()).split()
@@ -53,10 +53,11 @@ def test_near_duplicate_pass_on_ray_matches_in_memory(ray_session):
     ids = sorted(texts)
     docs = ray.data.from_arrow(pa.table({"doc_id": ids, "source": ["s"] * len(ids), "text": [texts[i] for i in ids]}))
     proc = processing.Processing(FilterConfig(), 0.8, False)
-    found = processing.find_near_duplicates(docs.repartition(3), proc)
+    found = processing.find_near_duplicates(docs.repartition(3), proc, str(tmp_path / "signatures"))
     assert found == {"s:50": "near_duplicate", "s:60": "duplicate"}
     in_memory = NearDedup(0.8).duplicates([(i, texts[i]) for i in ids if i != "s:70"])
     assert set(found) == in_memory
+    assert not (tmp_path / "signatures").exists()  # the pass's signature files are removed
 
 
 def test_water_fill_keeps_small_sources_whole_and_samples_the_dominant_one():
