@@ -139,6 +139,25 @@ def write_shard(shard_dir: str, shard: pa.Table) -> str:
     return uri
 
 
+def set_aside_unreadable(shard_dir: str, to: str) -> list[str]:
+    """Move the shards under `shard_dir` whose parquet footer cannot be read (a file cut short
+    by a full disk or a copy interrupted, emptied, overwritten) to `to`, and return their
+    names: a resumed run then re-embeds their chunks instead of failing on them, and the bytes
+    stay there for a look. A missing shard needs nothing: its chunks are simply not done."""
+    import pyarrow.parquet as pq
+
+    moved = []
+    for uri in storage.list_files(shard_dir, ".parquet"):
+        fs, path = storage.filesystem(uri)
+        try:
+            pq.read_metadata(fs.open_input_file(path))
+        except (OSError, pa.ArrowException):
+            storage.write_bytes(storage.join(to, shard_name(uri)), storage.read_bytes(uri))
+            storage.delete(uri)
+            moved.append(shard_name(uri))
+    return moved
+
+
 def shard_version(schema: pa.Schema, uri: str) -> int:
     """The pool schema version of a shard, or a one-line refusal naming it."""
     missing = [c for c in CORE_COLUMNS if c not in schema.names]

@@ -187,9 +187,12 @@ class LabelDocuments:
         columns = lines.parsed(batch) if lines.LINE in batch.column_names else batch.drop_columns(
             [c for c in ("path", lines.LINE_NO) if c in batch.column_names]).to_pydict()
         n = len(next(iter(columns.values()), []))
-        conv = chat.conversation_field(columns) if self.chat is not None else None
-        turns = list(columns[conv]) if conv else [None] * n
-        kinds: list = [conv] * n  # how each record's turns are written: a conversation field, or "qa"
+        turns: list = [None] * n
+        kinds: list = [None] * n  # how each record's turns are written: a conversation field, or "qa"
+        for conv in (f for f in chat.FIELDS if f in columns) if self.chat is not None else ():
+            for i, value in enumerate(columns[conv]):  # per record: files may mix the two styles
+                if turns[i] is None and value is not None:
+                    turns[i], kinds[i] = value, conv
         plain = [i for i, t in enumerate(turns) if t is None]  # the records that are not conversations
         texts: list = [None] * n
         if plain:

@@ -33,7 +33,7 @@ from cola_ray import storage
 from cola_ray.cache import Marker, canonical
 from cola_ray.config import CurateConfig
 from cola_ray.errors import UserError
-from cola_ray.pool import RAW_LEDGER_COLUMNS, Pool
+from cola_ray.pool import RAW_LEDGER_COLUMNS, Pool, set_aside_unreadable
 from cola_ray.stages import ingest, neardup, process, runner
 from cola_ray.stages.base import FunctionStage
 from cola_ray.workflows import capabilities, processing
@@ -42,7 +42,8 @@ from cola_ray.workflows.common import RunClock, ensure_ray, log, package_version
 from cola_ray.workflows.embedding import embed
 
 SHARDS = "work/activations"
-SKIPPED = "work/skipped-files"  # --skip-bad-files: one note per file found corrupt partway
+SKIPPED = "work/skipped-files"
+BROKEN = "work/broken-shards"  # a resumed run's unreadable shards, moved aside (pool.set_aside_unreadable)  # --skip-bad-files: one note per file found corrupt partway
 # Settings that change what a shard contains: a rerun may reuse shards only if these match.
 ACTIVATION_KEYS = ("model", "corpus", "seq_len", "min_tokens", "text_field", "layers", "proj_dim",
                    "seed", "dtype", "first_docs", "filters", "near_dup_threshold", "pack", "qa_format",
@@ -80,9 +81,10 @@ def _fingerprint(cfg: CurateConfig, files: list[ingest.CorpusFile]) -> dict:
     return fp
 
 
-def _prepare_out(cfg: CurateConfig, fingerprint: dict) -> int:
-    """Check --out, retire an old manifest (this run is not complete yet), and return how many
-    activation shards a previous run with the same settings left behind."""
+def _prepare_out(cfg: CurateConfig, fingerprint: dict) -> tuple[int, list[str]]:
+    """Check --out, retire an old manifest (this run is not complete yet), set aside the
+    unreadable shards of a previous run, and return how many readable activation shards a
+    previous run with the same settings left behind (and the names of those set aside)."""
     storage.check_writable(cfg.out)
     manifest = storage.join(cfg.out, "manifest.json")
     if storage.exists(manifest):
@@ -97,7 +99,11 @@ def _prepare_out(cfg: CurateConfig, fingerprint: dict) -> int:
         raise UserError(f"--out {cfg.out}: holds activations of a run with other settings "
                         f"({', '.join(differences)}); use another --out or delete {cfg.out}/work")
     marker.write(fingerprint)
-    return len(shards)
+    broken = set_aside_unreadable(storage.join(cfg.out, SHARDS), storage.join(cfg.out, BROKEN)) if shards else []
+    if broken:
+        log(f"resuming: {len(broken)} unreadable activation shard(s) moved to {storage.join(cfg.out, BROKEN)} "
+            f"({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}); their chunks are embedded again")
+    return len(shards) - len(broken), broken
 
 
 def build_pipeline(cfg: CurateConfig, docs, done: set[str], device: str, proc: processing.Processing,
@@ -162,7 +168,7 @@ def _curate(cfg: CurateConfig) -> dict:
         files, spec, caps, probe_files, proc = _inputs(cfg)
         fingerprint = _fingerprint(cfg, files)
         ensure_ray()
-        previous = _prepare_out(cfg, fingerprint)
+        previous, broken = _prepare_out(cfg, fingerprint)
         shard_dir = storage.join(cfg.out, SHARDS)
         before = Pool.open(shard_dir) if previous else None
         done = before.ids() if before else set()
@@ -206,7 +212,7 @@ def _curate(cfg: CurateConfig) -> dict:
             probe_table = capabilities.embed_probes(cfg, probe_files, proc, device, fingerprint)
         with clock("coverage"):
             quota = capabilities.allocate(cfg, caps, probe_table, pool, k)
-    extra = dict(device=device, resume={"shards_reused": previous, "rows_new": new_rows},
+    extra = dict(device=device, resume={"shards_reused": previous, "rows_new": new_rows, "shards_set_aside": broken},
                  processing=processing.manifest_section(proc, near_dups,
                                                         processing.budget_section(budget, pool.counts()),
                                                         ingest.skipped_files(skip_to) if skip_to else None))

@@ -80,3 +80,22 @@ def test_qa_records_compose_with_the_chat_template(chat_model):
     assert json.loads(row["messages"])[1] == {"role": "assistant", "content": "Cats walk on four legs.\n\n4"}
     plain = LabelDocuments("qa", "text", fmt, qa_first=True, chat=chat.ChatRenderer(str(chat_model), 256))(batch)
     assert plain.to_pylist()[0]["text"].startswith("Question: How many legs") and plain.to_pylist()[0]["messages"] is None
+
+
+def test_a_file_mixing_both_conversation_styles_renders_each_record(tiny_llama):
+    """OpenAI-style `messages` and ShareGPT `conversations` records (and plain text) in one
+    batch: each record is read in its own style (a ShareGPT record was once an empty document)."""
+    import json
+
+    import pyarrow as pa
+
+    from cola_ray.stages.ingest import LabelDocuments
+
+    batch = pa.table({
+        "text": [None, None, "a plain document"],
+        "messages": [json.dumps([{"role": "user", "content": "hi"}]), None, None],
+        "conversations": [None, json.dumps([{"from": "human", "value": "hello"}]), None]})
+    label = LabelDocuments("mix", "text", chat=chat.ChatRenderer(str(tiny_llama), 64, template="none"))
+    out = label(batch).to_pylist()
+    assert [r["text"] for r in out] == ["user: hi", "user: hello", "a plain document"]
+    assert [r["invalid"] for r in out] == ["", "", ""]

@@ -77,3 +77,30 @@ def test_killed_driver_then_rerun_resumes(tiny_llama, ft_corpus, ft_reference, t
     resumed = re.search(r"resuming: (\d+) activation shards already written", second.stderr)
     assert resumed and int(resumed.group(1)) >= min(written, 2), second.stderr[-2000:]
     assert (out / "calibration.jsonl").read_text() == ft_reference
+
+
+def test_shards_cut_short_or_deleted_between_runs_are_embedded_again(tiny_llama, ft_corpus, ft_reference,
+                                                                     ft_reference_out, tmp_path, capsys):
+    """A finished run's pool, then one shard truncated (a full disk, an interrupted copy), one
+    emptied and one deleted: the rerun moves the unreadable ones aside (kept, named in the log
+    and the manifest), embeds their chunks again, and selects exactly what the undisturbed run did."""
+    import json
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(ft_reference_out, out)
+    shards = sorted((out / SHARDS).glob("shard-*.parquet"))
+    assert len(shards) >= 3
+    cut, emptied, deleted = shards[0], shards[1], shards[2]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    emptied.write_bytes(b"")
+    deleted.unlink()
+    manifest = run_curate(ft_config(tiny_llama, ft_corpus, out))
+    assert (out / "calibration.jsonl").read_text() == ft_reference
+    assert sorted(manifest["resume"]["shards_set_aside"]) == sorted([cut.name, emptied.name])
+    assert manifest["resume"]["shards_reused"] == len(shards) - 3
+    assert {p.name for p in (out / "work" / "broken-shards").iterdir()} == {cut.name, emptied.name}
+    assert "unreadable activation shard(s) moved to" in capsys.readouterr().err
+    ids = __import__("pyarrow.parquet", fromlist=["x"]).read_table(out / SHARDS, columns=["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "a chunk was written twice"
+    assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]

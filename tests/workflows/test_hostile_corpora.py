@@ -1,7 +1,8 @@
 """Property: nothing a corpus holds crashes curate (issue 14).
 
 A generator builds small corpora from a grammar of real-world damage (empty and whitespace
-texts, non-string and missing fields, nested objects, BOMs, NUL bytes, lone surrogates, mixed
+texts, non-string and missing fields, nested objects, conversations good and malformed
+(`messages` and ShareGPT `conversations`, rendered by the model's chat template), BOMs, NUL bytes, lone surrogates, mixed
 encodings, CRLF, very long lines, zero-byte files, files cut mid-record, duplicate and
 near-duplicate documents, a folder named like a data file, good and bad files mixed). Whatever
 it builds, `cola-ray curate` either succeeds with counts that add up (every record read is a
@@ -36,8 +37,20 @@ def _raw(text: str) -> bytes:
     return text.encode()[:200].replace(b'"', b"'").replace(b"\\", b"")
 
 
+def _exchange(t: str, style: str) -> bytes:
+    """A conversation record of one exchange (it never splits: one record, one document)."""
+    if style == "messages":
+        return json.dumps({"messages": [{"role": "user", "content": t[:90]}, {"role": "assistant",
+                                                                              "content": t[90:200]}]}).encode()
+    return json.dumps({"conversations": [{"from": "human", "value": t[:90]}, {"from": "gpt",
+                                                                              "value": t[90:200]}]}).encode()
+
+
 # one record as raw JSON-lines bytes
-GOOD = st.sampled_from(NEWS).map(lambda t: json.dumps({"text": t}).encode())
+GOOD = st.one_of(
+    st.sampled_from(NEWS).map(lambda t: json.dumps({"text": t}).encode()),
+    st.tuples(st.sampled_from(NEWS), st.sampled_from(["messages", "conversations"])).map(lambda a: _exchange(*a)),
+)
 DAMAGED = st.one_of(
     st.just(json.dumps({"text": ""}).encode()),
     st.just(json.dumps({"text": "  \n\t "}).encode()),
@@ -47,6 +60,9 @@ DAMAGED = st.one_of(
     st.sampled_from(NEWS).map(lambda t: b'{"text": "\\ud800 ' + _raw(t) + b'"}'),
     st.sampled_from(NEWS).map(lambda t: b'{"text": "caf\xe9 ' + _raw(t) + b'"}'),
     st.sampled_from(NEWS).map(lambda t: json.dumps({"text": (t + " ") * 60}).encode()),  # a very long line
+    st.sampled_from([{"messages": "not a list"}, {"messages": []}, {"messages": [{"role": "wizard", "content": "x"}]},
+                     {"messages": [{"role": "user", "content": 3}]}, {"conversations": [["human", "hi"]]},
+                     {"messages": [{"role": "user"}]}]).map(lambda r: json.dumps(r).encode()),  # bad conversations
 )
 
 
@@ -93,17 +109,24 @@ def _write(root, files) -> int:
     return sum(f["records"] for f in files)
 
 
+@pytest.fixture(scope="module")
+def chat_llama(tiny_llama, tmp_path_factory):
+    from tests import tinymodels
+
+    return tinymodels.with_chat_template(tiny_llama, tmp_path_factory.mktemp("hostile-model") / "model")
+
+
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(files=st.lists(CORPUS_FILE, min_size=1, max_size=4))
 def test_any_hostile_corpus_succeeds_with_counts_that_add_up_or_fails_in_one_line(
-        files, ray_session, tiny_llama, tmp_path_factory, capsys):
+        files, ray_session, chat_llama, tmp_path_factory, capsys):
     root = tmp_path_factory.mktemp("hostile")
     records = _write(root / "corpus", files)
     out = root / "out"
     capsys.readouterr()
-    rc = main(["curate", "--model", str(tiny_llama), "--corpus", str(root / "corpus"), "--out", str(out),
+    rc = main(["curate", "--model", str(chat_llama), "--corpus", str(root / "corpus"), "--out", str(out),
                "--seq-len", "64", "--min-tokens", "8", "--num-samples", "4", "--proj-dim", "8",
                "--selector", "random", "--stat-layers", "0"])
     captured = capsys.readouterr()
