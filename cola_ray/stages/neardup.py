@@ -186,30 +186,42 @@ SIGNATURE_FILE = "sig-{}.parquet"
 
 def band_rows(batch: pa.Table, threshold: float, folder: str, num_perm: int = 128, ngram: int = 5,
               seed: int = 1) -> pa.Table:
-    """Documents (`doc_id`, `text`, `key`: exact-duplicate key) -> one row per (document, LSH
-    band): `bucket`, `id` (steps 1-2, per batch). The signatures themselves (with the keys) go to
-    one parquet file under `folder`, not into the shuffle: a signature is num_perm x 8 bytes (1 KB)
-    and the shuffle would carry it once per band; only the few candidates' are read back."""
+    """Documents (`doc_id`, `text`, `key`: exact-duplicate key; optional `documents`: how many
+    corpus documents each row stands for, see workflows/processing.py) -> one row per (document,
+    LSH band): `bucket`, `id`, `documents` (the batch's document count on its first row, 0 on the
+    others); steps 1-2, per batch. A row with an empty `doc_id` only carries a count. The
+    signatures themselves (with the keys) go to one parquet file under `folder`, not into the
+    shuffle: a signature is num_perm x 8 bytes (1 KB) and the shuffle would carry it once per
+    band; only the few candidates' are read back."""
     import hashlib
 
     from cola_ray import storage
 
-    ids = batch.column("doc_id").to_pylist()
-    sigs = minhash_signatures(batch.column("text").to_pylist(), num_perm, ngram, seed)
+    all_ids = batch.column("doc_id").to_pylist()
+    total = sum(batch.column("documents").to_pylist()) if "documents" in batch.column_names else len(all_ids)
+    live = [i for i, d in enumerate(all_ids) if d]
+    ids = [all_ids[i] for i in live]
+    if not ids:  # nothing to band: one row carries the batch's count
+        return pa.table({"bucket": pa.array([0], pa.uint64()), "id": [""], "documents": pa.array([total], pa.int64())})
+    texts = batch.column("text").to_pylist()
+    sigs = minhash_signatures([texts[i] for i in live], num_perm, ngram, seed)
     name = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:20]  # a retried batch rewrites its file
     storage.write_parquet(storage.join(folder, SIGNATURE_FILE.format(name)), pa.table({
-        "id": pa.array(ids, pa.string()), "key": batch.column("key"),
+        "id": pa.array(ids, pa.string()), "key": batch.column("key").take(live),
         "signature": pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint64()), num_perm)}))
     bands, rows = lsh_params(threshold, num_perm)
     keys = lsh_band_keys(sigs, bands, rows)
+    counts = np.zeros(keys.size, np.int64)
+    counts[0] = total
     return pa.table({"bucket": pa.array(keys.ravel(), pa.uint64()),
-                     "id": pa.array(np.repeat(np.asarray(ids, dtype=object), bands).tolist(), pa.string())})
+                     "id": pa.array(np.repeat(np.asarray(ids, dtype=object), bands).tolist(), pa.string()),
+                     "documents": pa.array(counts, pa.int64())})
 
 
 def bucket_candidates(group: pa.Table) -> pa.Table:
     """One LSH bucket (a Ray Data group) -> every pair of distinct ids in it (a < b): the
     candidates that step 3 verifies."""
-    ids = sorted(set(group.column("id").to_pylist()))
+    ids = sorted(set(group.column("id").to_pylist()) - {""})  # "": a row that only carries a count
     if len(ids) < 2:
         return PAIR_SCHEMA.empty_table()
     a, b = np.triu_indices(len(ids), 1)

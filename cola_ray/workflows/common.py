@@ -62,12 +62,13 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def progress(what: str):
-    """A tqdm counter on stderr (total unknown while the corpus streams in)."""
+def progress(what: str, unit: str = " chunks", total: int | None = None, initial: int = 0):
+    """A tqdm bar on stderr: with a total (documents counted by an earlier pass) it shows the
+    rate and an ETA; without one, a counter and its rate."""
     from tqdm import tqdm
 
-    return tqdm(desc=f"[cola-ray] {what}", unit=" chunks", file=sys.stderr, mininterval=2.0,
-                disable=os.environ.get("COLA_RAY_NO_PROGRESS") == "1")
+    return tqdm(desc=f"[cola-ray] {what}", unit=unit, total=total, initial=initial, file=sys.stderr,
+                mininterval=2.0, disable=os.environ.get("COLA_RAY_NO_PROGRESS") == "1")
 
 
 class RunClock:

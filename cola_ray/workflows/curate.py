@@ -122,6 +122,11 @@ def build_pipeline(cfg: CurateConfig, docs, done: set[str], device: str, proc: p
     return embed(chunks, cfg, device, storage.join(cfg.out, SHARDS))
 
 
+def _first_chunks(ledger: pa.Table) -> int:
+    """Rows of a raw ledger that are a document's first chunk (one per document read)."""
+    return int(pc.sum(pc.ends_with(ledger.column("id"), "#0")).as_py() or 0)
+
+
 def _skip_done(batch: pa.Table, done: set[str]) -> pa.Table:
     mask = pa.array([i not in done for i in batch.column("id").to_pylist()])
     return batch.filter(mask)
@@ -191,13 +196,19 @@ def _curate(cfg: CurateConfig) -> dict:
     docs = ingest.read_documents(files, cfg.text_field, cfg.first_docs, proc.formatters, proc.qa_first, fractions,
                                  skip_to, proc.chat)
     with clock("near-dedup"):
-        near_dups = processing.near_duplicates(cfg, docs, proc, fingerprint)
+        near_dups, documents = processing.near_duplicates(cfg, docs, proc, fingerprint)
     ledgers = [before.raw_ledger()] if before else []
-    with clock("ingest+process+activations"), progress("chunks embedded") as bar:
+    # Documents done / documents read by the near-dedup pass: every document leaves one `#0`
+    # row in the ledger (packed sequences do not: there the bar counts chunks, with no total).
+    by_docs = not proc.pack
+    done_docs = _first_chunks(ledgers[0]) if before and by_docs else 0
+    with clock("ingest+process+activations"), progress(
+            "documents" if by_docs else "chunks embedded", " docs" if by_docs else " chunks",
+            total=documents if by_docs else None, initial=min(done_docs, documents or done_docs)) as bar:
         pipeline = build_pipeline(cfg, docs, done, device, proc, near_dups)
         for batch in pipeline.iter_batches(batch_format="pyarrow", batch_size=None):
             ledgers.append(batch.select([*RAW_LEDGER_COLUMNS, "shard"]))
-            bar.update(int(pc.sum(pc.equal(batch.column("drop"), "")).as_py() or 0))
+            bar.update(_first_chunks(batch) if by_docs else int(pc.sum(pc.equal(batch.column("drop"), "")).as_py() or 0))
     new_rows = sum(t.num_rows for t in ledgers) - (ledgers[0].num_rows if before else 0)
     # the ledger the actors returned is the pool's ledger: no need to read it back from storage
     pool = Pool(storage.list_files(shard_dir, ".parquet"), ledger=pa.concat_tables(ledgers) if ledgers else None)

@@ -97,46 +97,62 @@ def processing_options(cfg: CurateConfig, labels: Iterable[str]) -> Processing:
                       renderer)
 
 
-def find_near_duplicates(docs, proc: Processing, folder: str) -> dict[str, str]:
-    """doc_id -> 'near_duplicate' | 'duplicate' over the whole corpus (neardup.py's steps on Ray
-    Data: signatures per batch, written under `folder`; one (bucket, id) row per LSH band,
-    grouped by bucket into candidate pairs; the candidates' signatures read back and verified
-    on the driver). `folder` is emptied first and removed at the end."""
+def find_near_duplicates(docs, proc: Processing, folder: str) -> tuple[dict[str, str], int]:
+    """(doc_id -> 'near_duplicate' | 'duplicate' over the whole corpus, the number of documents
+    read), by neardup.py's steps on Ray Data: signatures per batch, written under `folder`; one
+    (bucket, id) row per LSH band, grouped by bucket into candidate pairs; the candidates'
+    signatures read back and verified on the driver. `folder` is emptied first and removed at
+    the end. The document count (every document read, kept or not) gives the main pass's
+    progress bar its total."""
     threshold = proc.near_dup_threshold
     storage.delete(folder)  # an interrupted run's signatures: this run writes its own
-    survivors = runner.run(docs, FunctionStage(process.surviving_documents, args=(proc.quality,), batch_size=64))
-    # Materialised before the shuffle (which is a barrier anyway): when no document survives the
-    # filters, no block ever gets a `bucket` column (Ray Data does not call a batch function on
-    # empty blocks) and the shuffle's sort would fail on it, with a traceback in Ray's log.
-    # Nothing survived, so there is nothing to deduplicate: chunking then counts every drop.
+    survivors = runner.run(docs, FunctionStage(_counted_survivors, args=(proc.quality,), batch_size=64))
+    # Materialised before the shuffle (which is a barrier anyway): its count and document total
+    # are then free, and an empty corpus skips the shuffle.
     buckets = runner.run(survivors, FunctionStage(neardup.band_rows, args=(threshold, folder))).materialize()
     try:
         if buckets.count() == 0:
-            return {}
+            return {}, 0
+        documents = int(buckets.sum("documents") or 0)
         candidates = runner.run_grouped(buckets, "bucket", FunctionStage(neardup.bucket_candidates))
         pairs: set[tuple[str, str]] = set()
         for batch in candidates.iter_batches(batch_format="pyarrow", batch_size=None):
             pairs.update(zip(batch.column("a").to_pylist(), batch.column("b").to_pylist()))
         if not pairs:
-            return {}
+            return {}, documents
         wanted = pa.array(sorted({i for pair in pairs for i in pair}), pa.string())
         signatures = storage.read_parquet(storage.list_files(folder, ".parquet"), ["id", "key", "signature"],
                                           filter=pc.field("id").isin(wanted))
-        return neardup.drop_reasons(neardup.verify_pairs(pairs, signatures, threshold))
+        return neardup.drop_reasons(neardup.verify_pairs(pairs, signatures, threshold)), documents
     finally:
         storage.delete(folder)
 
 
-def near_duplicates(cfg: CurateConfig, docs, proc: Processing, fingerprint: dict) -> dict[str, str]:
-    """find_near_duplicates, remembered under --out: a resumed run must not pay for it twice."""
-    if proc.near_dup_threshold <= 0:
-        return {}
-    def compute() -> dict[str, str]:
-        drops = find_near_duplicates(docs, proc, storage.join(cfg.out, NEAR_DUP_SIGNATURES))
-        log(f"near-dedup: {len(drops)} document(s) to drop (threshold {proc.near_dup_threshold})")
-        return drops
+def _counted_survivors(batch: pa.Table, quality) -> pa.Table:
+    """process.surviving_documents plus `documents`: the batch's document count on its first
+    row (a batch with no survivor becomes one row with an empty doc_id that only counts)."""
+    out = process.surviving_documents(batch, quality)
+    if out.num_rows == 0:
+        return pa.table({"doc_id": [""], "text": [""], "key": [""], "documents": pa.array([batch.num_rows], pa.int64())})
+    counts = [batch.num_rows] + [0] * (out.num_rows - 1)
+    return out.append_column("documents", pa.array(counts, pa.int64()))
 
-    return cached_json(storage.join(cfg.out, NEAR_DUPS), fingerprint, compute)
+
+def near_duplicates(cfg: CurateConfig, docs, proc: Processing, fingerprint: dict) -> tuple[dict[str, str], int | None]:
+    """find_near_duplicates, remembered under --out: a resumed run must not pay for it twice.
+    (verdicts, documents read; None when unknown: near-dedup off, or a cache of an older run)."""
+    if proc.near_dup_threshold <= 0:
+        return {}, None
+
+    def compute() -> dict:
+        drops, documents = find_near_duplicates(docs, proc, storage.join(cfg.out, NEAR_DUP_SIGNATURES))
+        log(f"near-dedup: {len(drops)} of {documents} document(s) to drop (threshold {proc.near_dup_threshold})")
+        return {"drops": drops, "documents": documents}
+
+    value = cached_json(storage.join(cfg.out, NEAR_DUPS), fingerprint, compute)
+    if "drops" not in value:  # an older run's cache: the verdicts alone (doc ids never read "drops")
+        return value, None
+    return value["drops"], value["documents"]
 
 
 def water_fill(counts: dict[str, int], total: int) -> dict[str, float]:

@@ -101,7 +101,8 @@ def test_ray_shaped_steps_shuffle_ids_only_and_match_in_memory(corpus, tmp_path)
                                 "key": [keys[i] for i, _ in part]}), THRESHOLD, folder)
             for part in (items[:10], items[10:])]
     shuffled = pa.concat_tables(rows)
-    assert shuffled.column_names == ["bucket", "id"]  # no signature crosses the shuffle
+    assert shuffled.column_names == ["bucket", "id", "documents"]  # no signature crosses the shuffle
+    assert sum(shuffled.column("documents").to_pylist()) == len(items)  # each batch counts its documents
     groups = defaultdict(list)
     for bucket, i in zip(shuffled.column("bucket").to_pylist(), shuffled.column("id").to_pylist()):
         groups[bucket].append(i)

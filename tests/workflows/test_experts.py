@@ -26,8 +26,14 @@ def _curate(model, corpus, out, *extra):
 
 @pytest.fixture(scope="module")
 def plain(ray_session, moe_model, ft_corpus, tmp_path_factory):
+    import contextlib
+    import io
+
     out = tmp_path_factory.mktemp("moe") / "out"
-    return out, _curate(moe_model, ft_corpus, out)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        m = _curate(moe_model, ft_corpus, out)
+    return out, m, err.getvalue()
 
 
 def _deficit(pool_dir, ids, need):
@@ -44,7 +50,9 @@ def _ids(out):
 
 
 def test_pool_and_manifest_report_expert_coverage(plain, capsys):
-    out, m = plain
+    out, m, err = plain
+    docs = m["counts"]["documents"]
+    assert "documents: 100%" in err and f"{docs}/{docs}" in err  # the progress bar had a total
     ex = m["selection"]["experts"]
     assert ex["layers"] == [0, 1, 2] and ex["experts_per_layer"] == [8, 8, 8] and ex["top_k"] == 2
     pool = Pool.open(str(out / "work" / "activations"))
@@ -56,7 +64,7 @@ def test_pool_and_manifest_report_expert_coverage(plain, capsys):
 
 
 def test_min_tokens_per_expert_swaps_keep_k_and_lower_the_deficit(plain, moe_model, ft_corpus, capsys):
-    out, before = plain
+    out, before, _ = plain
     need = int(before["selection"]["experts"]["set"]["tokens_per_expert"]["median"]) + 1
     old = _ids(out)
     m = _curate(moe_model, ft_corpus, out, "--min-tokens-per-expert", str(need))
@@ -72,7 +80,7 @@ def test_min_tokens_per_expert_swaps_keep_k_and_lower_the_deficit(plain, moe_mod
 
 
 def test_allow_more_adds_until_every_reached_expert_has_enough(plain, moe_model, ft_corpus, capsys):
-    out, before = plain
+    out, before, _ = plain
     need = int(before["selection"]["experts"]["set"]["tokens_per_expert"]["median"]) + 1
     m = _curate(moe_model, ft_corpus, out, "--min-tokens-per-expert", str(need), "--allow-more")
     ex = m["selection"]["experts"]
@@ -86,7 +94,7 @@ def test_score_reports_a_sets_expert_coverage_from_the_pool_and_from_a_forward_p
                                                                                    tmp_path, capsys):
     """`cola-ray score` gives a curate folder's coverage from its pool, and a bare file's from a
     forward pass: the same texts, the same counts."""
-    out, _ = plain
+    out, _, _ = plain
     m = json.loads((out / "manifest.json").read_text())
     texts = tmp_path / "same-texts.jsonl"
     texts.write_text((out / "calibration.jsonl").read_text())
@@ -103,7 +111,7 @@ def test_score_reports_a_sets_expert_coverage_from_the_pool_and_from_a_forward_p
 def test_the_sweep_report_table_reads_each_sets_coverage(plain):
     from cola_ray.report_sweep import expert_rows
 
-    out, _ = plain
+    out, _, _ = plain
     m = json.loads((out / "manifest.json").read_text())
     (row,) = expert_rows([{"spec": {"calibration": str(out), "label": "moe-set"}},
                           {"spec": {"calibration": str(out), "label": "moe-set"}}])  # one row per set

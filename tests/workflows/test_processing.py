@@ -53,7 +53,8 @@ def test_near_duplicate_pass_on_ray_matches_in_memory(ray_session, tmp_path):
     ids = sorted(texts)
     docs = ray.data.from_arrow(pa.table({"doc_id": ids, "source": ["s"] * len(ids), "text": [texts[i] for i in ids]}))
     proc = processing.Processing(FilterConfig(), 0.8, False)
-    found = processing.find_near_duplicates(docs.repartition(3), proc, str(tmp_path / "signatures"))
+    found, documents = processing.find_near_duplicates(docs.repartition(3), proc, str(tmp_path / "signatures"))
+    assert documents == len(ids)  # every document read, the filtered one ("tiny") included
     assert found == {"s:50": "near_duplicate", "s:60": "duplicate"}
     in_memory = NearDedup(0.8).duplicates([(i, texts[i]) for i in ids if i != "s:70"])
     assert set(found) == in_memory
