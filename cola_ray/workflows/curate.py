@@ -42,8 +42,8 @@ from cola_ray.workflows.common import RunClock, ensure_ray, log, package_version
 from cola_ray.workflows.embedding import embed
 
 SHARDS = "work/activations"
-SKIPPED = "work/skipped-files"
-BROKEN = "work/broken-shards"  # a resumed run's unreadable shards, moved aside (pool.set_aside_unreadable)  # --skip-bad-files: one note per file found corrupt partway
+SKIPPED = "work/skipped-files"  # --skip-bad-files: one note per file found corrupt partway
+BROKEN = "work/broken-shards"  # a resumed run's unreadable shards, moved aside (pool.set_aside_unreadable)
 # Settings that change what a shard contains: a rerun may reuse shards only if these match.
 ACTIVATION_KEYS = ("model", "corpus", "seq_len", "min_tokens", "text_field", "layers", "proj_dim",
                    "seed", "dtype", "first_docs", "filters", "near_dup_threshold", "pack", "qa_format",
@@ -204,7 +204,7 @@ def _curate(cfg: CurateConfig) -> dict:
     done_docs = _first_chunks(ledgers[0]) if before and by_docs else 0
     with clock("ingest+process+activations"), progress(
             "documents" if by_docs else "chunks embedded", " docs" if by_docs else " chunks",
-            total=documents if by_docs else None, initial=min(done_docs, documents or done_docs)) as bar:
+            total=documents if by_docs else None, initial=done_docs) as bar:
         pipeline = build_pipeline(cfg, docs, done, device, proc, near_dups)
         for batch in pipeline.iter_batches(batch_format="pyarrow", batch_size=None):
             ledgers.append(batch.select([*RAW_LEDGER_COLUMNS, "shard"]))

@@ -30,31 +30,32 @@ def pool_counts(pool: Pool, layout: dict) -> tuple[list[str], np.ndarray, np.nda
 
 
 def apply(pool: Pool, selection: Selection, quotas: dict | None, need: int, allow_more: bool,
-          ) -> tuple[Selection, dict | None]:
-    """The selection after the expert-coverage repair (when `need` > 0) and the manifest section
-    (None for a dense model's pool)."""
+          ) -> tuple[Selection, dict | None, np.ndarray | None]:
+    """The selection after the expert-coverage repair (when `need` > 0), the manifest section
+    and the final set's tokens per expert (for `plot`); None, None for a dense model's pool."""
     layout = pool.experts_layout()
     if layout is None:
         if need:
             raise UserError(f"--min-tokens-per-expert {need}: pool {pool.folder} has no expert counts (a dense "
                             f"model, or one whose MoE layers cola-ray does not recognise)")
-        return selection, None
+        return selection, None, None
     ids, sources, counts = pool_counts(pool, layout)
     row = {chunk: i for i, chunk in enumerate(ids)}
     chosen = [row[c] for c in selection.table.column("id").to_pylist()]
     groups = (np.unique(sources, return_inverse=True)[1] if quotas is not None else np.zeros(len(ids), np.int64))
     names = slot_names(layout)
     totals = counts.sum(0)
+    final = counts[chosen].sum(0)
     section = {"layers": layout["layers"], "experts_per_layer": layout["experts"], "top_k": layout.get("top_k"),
                "min_tokens_per_expert": need, "allow_more": allow_more,
-               "pool": coverage(totals, layout), "set": coverage(counts[chosen].sum(0), layout),
+               "pool": coverage(totals, layout), "set": coverage(final, layout),
                "unreached_by_pool": _named(names, totals == 0)}
     if need:
         repaired = cover(counts, chosen, groups, need, allow_more)
-        section["before"] = section["set"]
-        section["set"] = coverage(counts[repaired["chosen"]].sum(0), layout)
-        short = (totals > 0) & (totals < need)
         final = counts[repaired["chosen"]].sum(0)
+        section["before"] = section["set"]
+        section["set"] = coverage(final, layout)
+        short = (totals > 0) & (totals < need)
         section.update({
             "swaps": [{"out": ids[o], "in": ids[i]} for o, i in repaired["swaps"]],
             "added": [ids[i] for i in repaired["added"]],
@@ -66,7 +67,7 @@ def apply(pool: Pool, selection: Selection, quotas: dict | None, need: int, allo
                               {**selection.details, "expert_repair": {"swaps": len(repaired["swaps"]),
                                                                       "added": len(repaired["added"])}},
                               selection.artifacts)
-    return selection, section
+    return selection, section, final
 
 
 def _named(names: list[str], mask: np.ndarray) -> dict:
@@ -89,8 +90,8 @@ def _rewrite(table: pa.Table, new_ids: list[str]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=table.schema)
 
 
-def plot(section: dict, pool: Pool, selected_ids: list[str]) -> bytes:
-    """Tokens per expert of the calibration set, one row per MoE layer (log colour scale;
+def plot(section: dict, totals: np.ndarray, k: int) -> bytes:
+    """Tokens per expert of the calibration set of `k` samples (`totals`, from `apply`), one row per MoE layer (log colour scale;
     experts with no token marked), beside each layer's fewest tokens of an expert (and N)."""
     import io
 
@@ -100,9 +101,6 @@ def plot(section: dict, pool: Pool, selected_ids: list[str]) -> bytes:
     import matplotlib.pyplot as plt
 
     layout = {"layers": section["layers"], "experts": section["experts_per_layer"]}
-    ids, _, counts = pool_counts(pool, layout)
-    row = {c: i for i, c in enumerate(ids)}
-    totals = counts[[row[c] for c in selected_ids]].sum(0)
     width = max(layout["experts"])
     grid = np.full((len(layout["layers"]), width), np.nan)
     start = 0
@@ -118,7 +116,7 @@ def plot(section: dict, pool: Pool, selected_ids: list[str]) -> bytes:
     ax.set_xlabel("expert")
     ax.set_ylabel("MoE layer")
     need = section.get("min_tokens_per_expert") or 0
-    ax.set_title(f"calibration tokens per expert (log10(1+n)); k={len(selected_ids)}"
+    ax.set_title(f"calibration tokens per expert (log10(1+n)); k={k}"
                  + (f", --min-tokens-per-expert {need}" if need else ""))
     if len(zr):
         ax.legend(loc="upper right", fontsize=7)

@@ -157,13 +157,14 @@ def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | 
     t0 = time.perf_counter()
     with clock(f"select ({spec.name})"):
         selection = choose(pool, spec, k, ctx, quotas)
-        selection, experts = expert_coverage.apply(pool, selection, quotas, args.min_tokens_per_expert, args.allow_more)
+        selection, experts, expert_totals = expert_coverage.apply(pool, selection, quotas, args.min_tokens_per_expert,
+                                                                  args.allow_more)
     seconds = time.perf_counter() - t0
     with clock("write"):
         artifacts, selected, written = write_selection(out, pool, selection)
         if experts:
             storage.write_bytes(storage.join(out, expert_coverage.PLOT),
-                                expert_coverage.plot(experts, pool, selection.table.column("id").to_pylist()))
+                                expert_coverage.plot(experts, expert_totals, selection.table.num_rows))
             artifacts.append(expert_coverage.PLOT)
         handed, tokens = write_handoff(out, cfg.model, cfg.seq_len, written)  # in calibration.jsonl's order
         artifacts += handed
