@@ -94,8 +94,8 @@ class CurateConfig:
     strict: bool = opt(False, "a malformed conversation record (not a list, empty, an unknown role, a turn that is "
                        "not {role, content}, one the template refuses) stops the run with one line naming the file "
                        "and the reason, instead of being dropped and counted as bad_conversation:<reason>")
-    skip_bad_files: bool = opt(False, "a JSON-lines file found corrupt partway (a cut .gz, a line that is not a JSON "
-                               "object) ends there instead of failing the run: the records before the damage are "
+    skip_bad_files: bool = opt(False, "a file found corrupt partway (a cut .gz, a JSON line that is not an "
+                               "object, a parquet row group that does not decode) ends there instead of failing the run: the records before the damage are "
                                "kept, and the file, line and reason are listed in the manifest and the summary")
     # stage 2: processing
     filters: list[str] = opt([], "quality-filter thresholds NAME=VALUE, comma-separated or repeatable (min_chars, "

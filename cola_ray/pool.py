@@ -152,8 +152,7 @@ def set_aside_unreadable(shard_dir: str, to: str) -> list[str]:
         try:
             pq.read_metadata(fs.open_input_file(path))
         except (OSError, pa.ArrowException):
-            storage.write_bytes(storage.join(to, shard_name(uri)), storage.read_bytes(uri))
-            storage.delete(uri)
+            storage.move(uri, storage.join(to, shard_name(uri)))
             moved.append(shard_name(uri))
     return moved
 

@@ -7,6 +7,7 @@ Knows nothing of stages.
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import json
@@ -78,8 +79,14 @@ def basename(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
+# a full disk, a quota, a file-size limit or a read-only mount: retrying cannot help
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+
+
 def _transient(e: BaseException) -> bool:
     if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(e, OSError) and e.errno in _NO_ROOM:
         return False
     text = str(e)
     permanent = ("AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -97,6 +104,8 @@ def with_retries(what: str, fn: Callable[[], T], attempts: int | None = None) ->
         except Exception as e:  # noqa: BLE001 - classified below
             if not _transient(e) or i == attempts - 1:
                 first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if isinstance(e, OSError) and e.errno in _NO_ROOM:  # not the temp file's name
+                    first = f"{e.strerror} (errno {errno.errorcode[e.errno]})"
                 suffix = f" after {attempts} attempts" if _transient(e) else ""
                 raise UserError(f"storage: {what} failed{suffix}: {first}") from e
             time.sleep(min(8.0, 0.2 * 2**i) * (0.5 + random.random()))
@@ -115,9 +124,14 @@ def write_bytes(uri: str, data: bytes) -> None:
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:  # a full disk: no half-written temp file left behind; the old file stays
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
     with_retries(f"write {uri}", _write)
 
@@ -150,6 +164,20 @@ def write_parquet(uri: str, table) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     write_bytes(uri, buf.getvalue())
+
+
+def move(src: str, dst: str) -> None:
+    """Move a file within one filesystem: a rename on local disks (no bytes written, so it works
+    on a full disk), a server-side copy then delete on S3."""
+    fs, src_path = filesystem(src)
+    _, dst_path = filesystem(dst)
+
+    def _move() -> None:
+        if not is_s3(src):
+            os.makedirs(os.path.dirname(dst_path), exist_ok=True)
+        fs.move(src_path, dst_path)
+
+    with_retries(f"move {src} to {dst}", _move)
 
 
 def exists(uri: str) -> bool:

@@ -45,6 +45,23 @@ def s3_endpoint():
     server.stop()
 
 
+@pytest.fixture()
+def flaky_s3(s3_endpoint, s3_bucket, monkeypatch):
+    """The S3 server behind tests/s3proxy.FlakyProxy, for this process only (Ray's workers still
+    talk to the server directly): set `fail_first` (and `path_part`, `methods`) to inject errors."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.s3proxy import FlakyProxy
+
+    FlakyProxy.reset(s3_endpoint)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyProxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    yield FlakyProxy
+    server.shutdown()
+
+
 @pytest.fixture(scope="session")
 def ray_session(s3_endpoint):
     """One local Ray session for the whole suite (started after the S3 env is set, so that
@@ -88,6 +105,25 @@ def _write_jsonl(path: Path, texts: list[str], field: str = "text") -> Path:
     with open(path, "w") as f:
         for t in texts:
             f.write(json.dumps({field: t}) + "\n")
+    return path
+
+
+def write_damaged_parquet(path: Path, texts: list[str], groups: int = 3, bad_group: int = 1) -> Path:
+    """A parquet file of `texts` in `groups` row groups whose footer is whole but whose row group
+    `bad_group` is overwritten with noise (a bad sector, a copy patched up): it passes the
+    schema check and fails partway through the reading."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=-(-len(texts) // groups))
+    chunk = pq.read_metadata(path).row_group(bad_group).column(0)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + 8: start + chunk.total_compressed_size - 4] = np.random.default_rng(0).integers(
+        0, 256, chunk.total_compressed_size - 12, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
     return path
 
 

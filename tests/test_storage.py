@@ -1,10 +1,9 @@
 """storage.py against real servers: local files, the loopback S3 server, and a flaky proxy in
-front of it that answers 503 (SlowDown) to inject transient and persistent S3 errors."""
+front of it that answers 503 (SlowDown) to inject transient and persistent S3 errors
+(tests/s3proxy.py, the `flaky_s3` fixture)."""
 
-import http.client
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse
+import os
+import resource
 
 import pytest
 
@@ -33,74 +32,12 @@ def test_s3_roundtrip(s3_bucket):
     assert not storage.exists(uri)
 
 
-class _FlakyProxy(BaseHTTPRequestHandler):
-    """Forwards to the real S3 server, but first fails `fail_first` requests with 503."""
-
-    protocol_version = "HTTP/1.1"  # answers `Expect: 100-continue` as S3 clients expect
-    upstream = ""
-    fail_first = 0
-    seen = 0
-
-    def _body(self) -> bytes:
-        if "chunked" not in (self.headers.get("Transfer-Encoding") or ""):
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        out = b""
-        while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                self.rfile.readline()
-                return out
-            out += self.rfile.read(size)
-            self.rfile.readline()
-
-    def _handle(self):
-        body = self._body()
-        cls = type(self)
-        cls.seen += 1
-        if cls.seen <= cls.fail_first:
-            msg = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
-            self.send_response(503)
-            self.send_header("Content-Length", str(len(msg)))
-            self.end_headers()
-            self.wfile.write(msg)
-            return
-        up = urlparse(cls.upstream)
-        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("expect", "transfer-encoding", "content-length")}
-        conn.request(self.command, self.path, body=body, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        self.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                self.send_header(k, v)
-        # HEAD has no body but must still say the object's size
-        self.send_header("Content-Length", resp.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture()
-def flaky_s3(s3_endpoint, s3_bucket, monkeypatch):
-    _FlakyProxy.upstream, _FlakyProxy.seen = s3_endpoint, 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyProxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
-    yield _FlakyProxy
-    server.shutdown()
-
-
 def test_transient_s3_errors_are_retried(flaky_s3, s3_bucket):
     flaky_s3.fail_first = 4  # more than pyarrow's own 3 attempts: our backoff layer must retry too
     uri = f"s3://{s3_bucket}/retry/ok.txt"
     storage.write_text(uri, "survived")
     assert storage.read_bytes(uri) == b"survived"
-    assert flaky_s3.seen > 4
+    assert flaky_s3.failed == 4
 
 
 def test_persistent_s3_error_fails_with_a_clear_message(flaky_s3, s3_bucket, monkeypatch):
@@ -108,3 +45,25 @@ def test_persistent_s3_error_fails_with_a_clear_message(flaky_s3, s3_bucket, mon
     flaky_s3.fail_first = 10**9
     with pytest.raises(UserError, match=r"storage: write s3://.*/retry/never.txt failed after 2 attempts"):
         storage.write_text(f"s3://{s3_bucket}/retry/never.txt", "x")
+
+
+def test_a_full_disk_fails_at_once_and_leaves_the_old_file(tmp_path, monkeypatch):
+    """A file-size limit (RLIMIT_FSIZE: the kernel answers EFBIG, as a full disk answers ENOSPC):
+    one attempt, a one-line error without the temp file's name, the old file whole, no temp file."""
+    target = tmp_path / "calibration.jsonl"
+    target.write_text("old complete run\n")
+    calls = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: calls.append(a[0]) or real_open(*a, **k))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(UserError) as info:
+            storage.write_bytes(str(target), b"x" * 100_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    message = str(info.value)
+    assert message == f"storage: write {target} failed: File too large (errno EFBIG)", message
+    assert len([c for c in calls if ".tmp-" in str(c)]) == 1  # not retried
+    assert target.read_text() == "old complete run\n"
+    assert os.listdir(tmp_path) == ["calibration.jsonl"]

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from cola_ray import storage
 from cola_ray.errors import UserError
-from cola_ray.stages import chat, hub, lines, runner
+from cola_ray.stages import chat, hub, lines, parquet, runner
 from cola_ray.stages.base import FunctionStage
 
 # file suffix -> reader kind; `.arrow` files come from datasets' save_to_disk folders.
@@ -301,8 +301,8 @@ def _read(kind: str, uris: list[str], skip_to: str | None = None):
         return ray.data.read_json(paths, **common)
     if kind in ("jsonl", "json"):
         return _per_file(uris, lines.read_lines, skip_to=skip_to)
-    if kind == "parquet":
-        return ray.data.read_parquet(paths, **common)
+    if kind == "parquet":  # row group by row group, so that damage partway is named (stages/parquet.py)
+        return _per_file(uris, parquet.read_parquet, skip_to=skip_to)
     if kind == "text":  # the same line reader: a stray non-UTF-8 byte is one U+FFFD, not a failed file
         return _per_file(uris, lines.read_lines, skip_to=skip_to, kind="text")
     return _per_file(uris, _read_arrow_stream)
@@ -324,7 +324,8 @@ def count_documents(files: list[CorpusFile], skip_to: str | None = None) -> dict
         groups.setdefault((f.source, f.kind), []).append(f.uri)
     counts: dict[str, int] = {}
     for (source, kind), uris in groups.items():
-        counts[source] = counts.get(source, 0) + _read(kind, uris, skip_to).count()
+        n = parquet.count_records(uris) if kind == "parquet" else _read(kind, uris, skip_to).count()
+        counts[source] = counts.get(source, 0) + n
     return dict(sorted(counts.items()))
 
 

@@ -50,13 +50,18 @@ def read_lines(batch: pa.Table, skip_to: str | None = None, kind: str = "jsonl")
                     yield _line_block(uri, lines, numbers, kind)
                     lines, numbers, size = [], [], 0
         except UserError as e:
-            if skip_to is None:
-                raise
-            storage.write_bytes(storage.join(skip_to, hashlib.sha256(uri.encode()).hexdigest()[:16] + ".json"),
-                                json.dumps({"file": uri, "records_kept": kept,
-                                            "error": str(e)}).encode())
+            note_skipped(skip_to, uri, kept, e)
         if lines:
             yield _line_block(uri, lines, numbers, kind)
+
+
+def note_skipped(skip_to: str | None, uri: str, kept: int, error: UserError) -> None:
+    """A file found corrupt partway: without --skip-bad-files (`skip_to` None) the run fails with
+    `error`; with it, a note (file, records kept, error) for the manifest, and the reader stops there."""
+    if skip_to is None:
+        raise error
+    storage.write_bytes(storage.join(skip_to, hashlib.sha256(uri.encode()).hexdigest()[:16] + ".json"),
+                        json.dumps({"file": uri, "records_kept": kept, "error": str(error)}).encode())
 
 
 def _numbered_lines(uri: str, kind: str = "jsonl"):

@@ -88,9 +88,7 @@ def _prepare_out(cfg: CurateConfig, fingerprint: dict) -> tuple[int, list[str]]:
     storage.check_writable(cfg.out)
     manifest = storage.join(cfg.out, "manifest.json")
     if storage.exists(manifest):
-        old = storage.read_bytes(manifest)
-        storage.write_bytes(storage.join(cfg.out, "history", f"manifest-{int(time.time())}.json"), old)
-        storage.delete(manifest)
+        storage.move(manifest, storage.join(cfg.out, "history", f"manifest-{int(time.time())}.json"))
     marker = Marker(storage.join(cfg.out, SHARDS, "_settings.json"))
     shards = storage.list_files(storage.join(cfg.out, SHARDS), ".parquet")
     old = marker.read()

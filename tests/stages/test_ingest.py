@@ -139,6 +139,27 @@ def test_json_lines_errors_name_the_file_and_line(ray_session, tmp_path):
     assert "half.jsonl.gz: unreadable or corrupt jsonl file after line" in str(find_user_error(err.value))
 
 
+def test_a_parquet_row_group_damaged_partway_is_named_or_skipped(ray_session, tmp_path):
+    from cola_ray import storage
+    from cola_ray.cli import find_user_error
+    from tests.conftest import write_damaged_parquet
+
+    f = write_damaged_parquet(tmp_path / "crawl.parquet", [f"document {i} " * 20 for i in range(30)])
+    files = ingest.discover([str(f)])
+    ingest.validate(files, "text")  # the footer is whole: the damage shows only when reading
+    assert ingest.count_documents(files) == {"crawl": 30}  # from the footer
+    with pytest.raises(Exception) as err:
+        ingest.read_documents(files, "text").take_all()
+    message = str(find_user_error(err.value))
+    assert "crawl.parquet: unreadable or corrupt parquet file at row group 1 of 3 (after record 10)" in message
+    skip_to = str(tmp_path / "skipped")
+    rows = ingest.read_documents(files, "text", skip_to=skip_to).take_all()
+    assert sorted(r["text"] for r in rows) == sorted(f"document {i} " * 20 for i in range(10))
+    (note,) = ingest.skipped_files(skip_to)
+    assert note["file"] == storage.to_uri(str(f), str(f)) and note["records_kept"] == 10
+    assert "row group 1 of 3" in note["error"]
+
+
 def test_json_files_of_lines_and_arrays_both_read(ray_session, tmp_path):
     lines, array = tmp_path / "lines.json", tmp_path / "array.json"
     lines.write_text(json.dumps({"text": "one"}) + "\n" + json.dumps({"text": 2}) + "\n")

@@ -188,6 +188,74 @@ def test_bad_input_is_one_line_and_no_manifest(case, ray_session, tiny_llama, co
     assert not (out / "manifest.json").exists()
 
 
+def _rerun_args(tiny_llama, corpus, out) -> list[str]:
+    """The CLI form of the reference run's settings, on another --out."""
+    return ["curate", "--model", str(tiny_llama), "--corpus", str(corpus / "news.jsonl"), "--corpus", str(corpus / "code.jsonl"),
+            "--out", str(out), "--num-samples", "8", "--seq-len", "64", "--min-tokens", "8", "--proj-dim", "16",
+            "--kmeans-iters", "10", "--kmeans-restarts", "2", "--workers", "1", "--batch-size", "4"]
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("cola-ray: error: "), err[-5:]
+    assert not any("Traceback" in line for line in err), err
+    return err[-1]
+
+
+def test_a_full_disk_while_writing_the_outputs_is_one_line_and_keeps_the_old_files(
+        reference_run, tiny_llama, corpus, tmp_path, monkeypatch, capsys):
+    """The rerun of a complete run hits a file-size limit (RLIMIT_FSIZE: the kernel answers
+    EFBIG, as a full disk answers ENOSPC) while it writes its outputs. The limit is set for the
+    outputs' writing only: for the whole process it would also stop Ray's own log files under
+    /tmp/ray, which a full --out disk need not hold. One line, exit 2; no manifest (the old one
+    was moved to history/, without writing a byte); the old calibration.jsonl whole; no temp file."""
+    import resource
+    import shutil
+
+    from cola_ray.workflows import selection
+
+    out, _ = reference_run
+    full = tmp_path / "full"
+    shutil.copytree(out, full)
+    old = (full / "calibration.jsonl").read_bytes()
+    real = selection.write_selection
+
+    def on_a_full_disk(*args, **kwargs):
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(old) // 2, hard))
+        try:
+            return real(*args, **kwargs)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    monkeypatch.setattr(selection, "write_selection", on_a_full_disk)
+    assert main(_rerun_args(tiny_llama, corpus, full)) == 2
+    line = _one_line(capsys)
+    assert line == f"cola-ray: error: storage: write {full}/calibration.jsonl failed: File too large (errno EFBIG)", line
+    assert not (full / "manifest.json").exists() and list((full / "history").glob("manifest-*.json"))
+    assert (full / "calibration.jsonl").read_bytes() == old
+    assert not list(full.rglob("*.tmp-*"))
+
+
+def test_s3_errors_on_the_final_writes_are_retried_then_one_line(reference_run, tiny_llama, corpus, flaky_s3,
+                                                                 s3_bucket, monkeypatch, capsys):
+    """--out on S3 whose server answers 503 to every write of calibration.jsonl: retried, then
+    one line naming the object, exit 2, and no manifest.json beside the failure."""
+    import boto3
+
+    out, _ = reference_run
+    s3, prefix = boto3.client("s3"), "runs/final-write-errors"
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), s3_bucket, f"{prefix}/{path.relative_to(out)}")
+    monkeypatch.setattr(storage, "RETRIES", 2)
+    flaky_s3.fail_first, flaky_s3.path_part, flaky_s3.methods = 10**9, "calibration.jsonl", ("PUT", "POST")
+    assert main(_rerun_args(tiny_llama, corpus, f"s3://{s3_bucket}/{prefix}")) == 2
+    line = _one_line(capsys)
+    assert f"storage: write s3://{s3_bucket}/{prefix}/calibration.jsonl failed after 2 attempts" in line, line
+    assert flaky_s3.failed >= 2
+    assert not storage.exists(f"s3://{s3_bucket}/{prefix}/manifest.json")
+
+
 @pytest.fixture(scope="module")
 def repeated_run(ray_session, tiny_llama, tmp_path_factory):
     """A crawl-like corpus: one document three times in one source, one in two sources."""
@@ -273,10 +341,13 @@ def test_records_whose_text_is_not_a_string_are_counted_drops(ray_session, tiny_
 
 
 def test_a_file_corrupt_partway_fails_with_its_name_or_is_skipped_on_request(ray_session, tiny_llama, tmp_path, capsys):
-    """A .jsonl.gz cut in the middle of a large corpus: without --skip-bad-files one line naming
-    the file and line, exit 2, no manifest; with it the run succeeds, keeps the records before the
-    damage and lists the file in the manifest and the summary."""
+    """A .jsonl.gz cut in the middle of a large corpus, and a parquet file with a damaged row
+    group: without --skip-bad-files one line naming a file and the position, exit 2, no
+    manifest; with it the run succeeds, keeps the records before the damage and lists both
+    files in the manifest and the summary."""
     import gzip
+
+    from tests.conftest import write_damaged_parquet
 
     good = tmp_path / "corpus" / "good.jsonl"
     good.parent.mkdir()
@@ -286,17 +357,21 @@ def test_a_file_corrupt_partway_fails_with_its_name_or_is_skipped_on_request(ray
     payload = gzip.compress("".join(json.dumps({"text": " ".join(rng.choice(words, 150))}) + "\n"
                                     for _ in range(1200)).encode())
     (tmp_path / "corpus" / "cut.jsonl.gz").write_bytes(payload[: len(payload) // 2])
+    write_damaged_parquet(tmp_path / "corpus" / "crawl.parquet", news_texts()[20:50])
     out = tmp_path / "out"
     args = ["curate", "--model", str(tiny_llama), "--corpus", str(tmp_path / "corpus"), "--out", str(out),
             "--seq-len", "64", "--min-tokens", "8", "--num-samples", "4", "--proj-dim", "16", "--selector", "random",
             "--near-dup-threshold", "0"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "cut.jsonl.gz: unreadable or corrupt jsonl file after line" in err and err.startswith("cola-ray: error:")
+    assert err.startswith("cola-ray: error:") and (
+        "cut.jsonl.gz: unreadable or corrupt jsonl file after line" in err
+        or "crawl.parquet: unreadable or corrupt parquet file at row group 1 of 3 (after record 10)" in err), err
     assert not (out / "manifest.json").exists()
     assert main([*args, "--skip-bad-files"]) == 0
     m = json.loads((out / "manifest.json").read_text())
-    (note,) = m["processing"]["skipped_files"]
-    assert note["file"].endswith("cut.jsonl.gz") and 0 < note["records_kept"] < 1200
-    assert m["counts"]["documents"] == 12 + note["records_kept"]
+    parquet_note, gz_note = m["processing"]["skipped_files"]  # by file name
+    assert gz_note["file"].endswith("cut.jsonl.gz") and 0 < gz_note["records_kept"] < 1200
+    assert parquet_note["file"].endswith("crawl.parquet") and parquet_note["records_kept"] == 10
+    assert m["counts"]["documents"] == 12 + gz_note["records_kept"] + 10
     assert "skipped the rest of" in capsys.readouterr().out
