@@ -72,8 +72,11 @@ def corpora(tmp_path_factory):
     news = demo.domain_documents("news", "candidates")[:30]  # the built-in general probes are held out
     copy = news[1].split()
     copy[len(copy) // 2] = "zebra"
-    _write_jsonl(root / "news.jsonl", news + [" ".join(copy), SPAM, BROKEN * 2])
-    _write_jsonl(root / "code.jsonl", code_bodies(slice(-12, None)))
+    # repeated documents (a crawl's): once used to read a dropped row's null vector in the
+    # targeted run's coverage step (issue 14)
+    _write_jsonl(root / "news.jsonl", news + [" ".join(copy), SPAM, BROKEN * 2, news[3], news[3]])
+    code = code_bodies(slice(-12, None))
+    _write_jsonl(root / "code.jsonl", code + code[:1])
     with open(root / "qa.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in QA)
     probes = code_bodies(slice(-40, -29))  # other modules than the source
@@ -102,7 +105,16 @@ def targeted_run(general_run, tiny_llama, corpora, tmp_path_factory):
     is reused, so only coverage and clustering run again."""
     out = tmp_path_factory.mktemp("targeted") / "out"
     shutil.copytree(general_run[0] / "work", out / "work")
-    return out, run_curate(_cfg(tiny_llama, corpora, out, deployment="targeted", target="code"))
+    # through the CLI, as issue 14's row gives it: --capabilities code,general --deployment targeted --target code
+    cfg = _cfg(tiny_llama, corpora, out)
+    args = ["curate", "--model", cfg.model, "--out", str(out), "--num-samples", str(cfg.num_samples),
+            "--seq-len", "64", "--min-tokens", "8", "--proj-dim", "16", "--kmeans-iters", "10", "--kmeans-restarts",
+            "2", "--capabilities", "code,general", "--probes", cfg.probes[0], "--probe-max-docs", "12",
+            "--deployment", "targeted", "--target", "code"]
+    for corpus in cfg.corpus:
+        args += ["--corpus", corpus]
+    assert main(args) == 0
+    return out, json.loads((out / "manifest.json").read_text())
 
 
 def _selected(out) -> dict[str, int]:
@@ -165,7 +177,8 @@ def test_filters_and_near_dedup_drop_what_they_should(general_run):
     _, manifest = general_run
     dropped = manifest["counts"]["dropped"]
     assert dropped["near_duplicate"] == 1 and dropped["repetitive"] == 1 and dropped["broken_encoding"] == 1
-    assert manifest["counts"]["per_source"]["news"]["documents"] == 33  # dropped documents still count
+    assert manifest["counts"]["per_source"]["news"]["documents"] == 35  # dropped documents still count
+    assert dropped["duplicate"] >= 3  # the repeated documents (two in news, one in code), dropped before chunking
     assert manifest["processing"]["near_dup"] == {"threshold": 0.8, "documents": 1}
 
 
