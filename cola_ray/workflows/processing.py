@@ -114,9 +114,8 @@ def find_near_duplicates(docs, proc: Processing, folder: str) -> tuple[dict[str,
         if buckets.count() == 0:
             return {}, 0
         documents = int(buckets.sum("documents") or 0)
-        candidates = runner.run_grouped(buckets, "bucket", FunctionStage(neardup.bucket_candidates))
         pairs: set[tuple[str, str]] = set()
-        for batch in candidates.iter_batches(batch_format="pyarrow", batch_size=None):
+        for batch in candidate_pairs(buckets).iter_batches(batch_format="pyarrow", batch_size=None):
             pairs.update(zip(batch.column("a").to_pylist(), batch.column("b").to_pylist()))
         if not pairs:
             return {}, documents
@@ -126,6 +125,11 @@ def find_near_duplicates(docs, proc: Processing, folder: str) -> tuple[dict[str,
         return neardup.drop_reasons(neardup.verify_pairs(pairs, signatures, threshold)), documents
     finally:
         storage.delete(folder)
+
+
+def candidate_pairs(buckets):
+    """The (a, b) candidate pairs of the band rows: every two ids that share an LSH bucket."""
+    return runner.run_grouped(buckets, "bucket", FunctionStage(neardup.bucket_candidates))
 
 
 def _counted_survivors(batch: pa.Table, quality) -> pa.Table:
