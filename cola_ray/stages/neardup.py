@@ -8,10 +8,10 @@ estimate of Jaccard similarity.
 The pieces are pure functions so that the same maths runs in one process or on Ray:
 
 1. :func:`minhash_signatures` per batch (``map_batches``): ``(n, num_perm)`` uint64.
-2. :func:`lsh_band_keys` (or :func:`explode_buckets`): one 64-bit key per LSH band; rows that
-   share any key are candidate duplicates. Shuffle / group rows by key.
-3. :func:`near_duplicate_pairs` inside each bucket: the candidate pairs whose estimated
-   Jaccard reaches the threshold (this also discards 64-bit key collisions).
+2. :func:`lsh_band_keys`: one 64-bit key per LSH band; rows that share any key are candidate
+   duplicates. Shuffle / group rows by key.
+3. :func:`verify_pairs` over each bucket's candidate pairs: those whose estimated Jaccard
+   reaches the threshold (this also discards 64-bit key collisions).
 4. :func:`drop_from_pairs` once over all pairs (they are few): within each connected group of
    near-duplicates the smallest id is kept, so the result does not depend on row order, on
    bucket order or on the number of workers.
@@ -102,7 +102,7 @@ def lsh_band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
     Band ``b`` covers signature columns ``[b*rows, (b+1)*rows)``; the band index is mixed into
     the key, so equal keys mean "same band, same values" (up to 64-bit collisions, which
-    :func:`near_duplicate_pairs` weeds out by comparing signatures).
+    :func:`verify_pairs` weeds out by comparing signatures).
     """
     sig = np.asarray(signatures, dtype=np.uint64)
     if sig.ndim != 2 or bands * rows > sig.shape[1] or bands < 1 or rows < 1:
@@ -114,38 +114,6 @@ def lsh_band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
         for j in range(rows):
             key = _mix64((key * np.uint64(0x9E3779B97F4A7C15)) ^ banded[:, :, j])
     return key
-
-
-def explode_buckets(ids: Sequence[Any], signatures: np.ndarray, bands: int, rows: int
-                    ) -> dict[str, np.ndarray]:
-    """A batch with one row per (id, band): columns ``bucket``, ``id``, ``signature``, ready
-    for a Ray Data groupby on ``bucket``."""
-    keys = lsh_band_keys(signatures, bands, rows)
-    return {"bucket": keys.ravel(),
-            "id": np.repeat(np.asarray(ids), bands),
-            "signature": np.repeat(np.asarray(signatures, dtype=np.uint64), bands, axis=0)}
-
-
-def near_duplicate_pairs(ids: Sequence[Hashable], signatures: np.ndarray, threshold: float,
-                         block: int = 64) -> list[tuple[Any, Any]]:
-    """All pairs ``(smaller id, larger id)`` whose estimated Jaccard is >= ``threshold``.
-
-    Compares every pair of the given rows (meant for one LSH bucket), ``block`` rows at a time
-    so that memory stays at ``block x n x num_perm`` booleans.
-    """
-    _check_threshold(threshold)
-    ids = _plain_ids(ids)
-    sig = np.asarray(signatures, dtype=np.uint64)
-    if sig.ndim != 2 or len(ids) != sig.shape[0]:
-        raise UserError(f"{len(ids)} ids but signatures of shape {sig.shape}")
-    pairs = set()
-    for start in range(0, len(ids), block):
-        sim = (sig[start:start + block, None, :] == sig[None, :, :]).mean(axis=2)
-        rows, cols = np.nonzero(sim >= threshold)
-        for i, j in zip(rows + start, cols):
-            if i < j and ids[i] != ids[j]:
-                pairs.add((min(ids[i], ids[j]), max(ids[i], ids[j])))
-    return sorted(pairs)
 
 
 def drop_from_pairs(pairs: Iterable[tuple[Hashable, Hashable]]) -> set[Any]:

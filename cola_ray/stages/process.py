@@ -139,9 +139,11 @@ class Chunker:
         return out
 
     def _checked(self, row: dict) -> dict:
-        """A chunk row with its length check applied (a too-short chunk keeps no payload)."""
+        """A chunk row with its length check applied: under --min-tokens it is dropped as
+        `below_min_tokens` (not the quality filter's `too_short`, which counts characters of a whole
+        document) and keeps no payload."""
         n = len(row["input_ids"])
-        drop = "too_short" if n < self.min_tokens else ""
+        drop = "below_min_tokens" if n < self.min_tokens else ""
         return dict(row, text="" if drop else row["text"], input_ids=[] if drop else row["input_ids"],
                     num_tokens=n, drop=drop)
 

@@ -3,7 +3,9 @@
 :class:`NearDedup` finds candidates with datasketch's own :class:`MinHashLSH` (not our band
 keys) over the package's MinHash signatures, then resolves groups like the package does
 (:func:`~cola_ray.stages.neardup.drop_from_pairs`: the smallest id of a group is kept), so it
-is an independent oracle for the bucketing steps. Small inputs only; not part of cola_ray.
+is an independent oracle for the bucketing steps; :func:`explode_buckets` and
+:func:`near_duplicate_pairs` are the all-pairs, in-memory form of the package's band rows and
+pair verification. Small inputs only; not part of cola_ray.
 """
 
 from __future__ import annotations
@@ -17,8 +19,40 @@ import numpy as np
 from datasketch import LeanMinHash, MinHashLSH
 
 from cola_ray.errors import UserError
-from cola_ray.stages.neardup import (_SCHEME, _check_threshold, _plain_ids, drop_from_pairs, minhash_signatures,
-                                     near_duplicate_pairs)
+from cola_ray.stages.neardup import (_SCHEME, _check_threshold, _plain_ids, drop_from_pairs, lsh_band_keys,
+                                     minhash_signatures)
+
+
+def explode_buckets(ids: Sequence[Any], signatures: np.ndarray, bands: int, rows: int
+                    ) -> dict[str, np.ndarray]:
+    """A batch with one row per (id, band): columns ``bucket``, ``id``, ``signature``, ready
+    for a Ray Data groupby on ``bucket``."""
+    keys = lsh_band_keys(signatures, bands, rows)
+    return {"bucket": keys.ravel(),
+            "id": np.repeat(np.asarray(ids), bands),
+            "signature": np.repeat(np.asarray(signatures, dtype=np.uint64), bands, axis=0)}
+
+
+def near_duplicate_pairs(ids: Sequence[Hashable], signatures: np.ndarray, threshold: float,
+                         block: int = 64) -> list[tuple[Any, Any]]:
+    """All pairs ``(smaller id, larger id)`` whose estimated Jaccard is >= ``threshold``.
+
+    Compares every pair of the given rows (meant for one LSH bucket), ``block`` rows at a time
+    so that memory stays at ``block x n x num_perm`` booleans.
+    """
+    _check_threshold(threshold)
+    ids = _plain_ids(ids)
+    sig = np.asarray(signatures, dtype=np.uint64)
+    if sig.ndim != 2 or len(ids) != sig.shape[0]:
+        raise UserError(f"{len(ids)} ids but signatures of shape {sig.shape}")
+    pairs = set()
+    for start in range(0, len(ids), block):
+        sim = (sig[start:start + block, None, :] == sig[None, :, :]).mean(axis=2)
+        rows, cols = np.nonzero(sim >= threshold)
+        for i, j in zip(rows + start, cols):
+            if i < j and ids[i] != ids[j]:
+                pairs.add((min(ids[i], ids[j]), max(ids[i], ids[j])))
+    return sorted(pairs)
 
 
 def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -11,11 +11,12 @@ import pytest
 
 from cola_ray.errors import UserError
 from cola_ray.stages.neardup import (
-    band_rows, bucket_candidates, drop_from_pairs, drop_reasons, explode_buckets, lsh_band_keys, lsh_params,
-    minhash_signatures, near_duplicate_pairs, shingles, verify_pairs,
+    band_rows, bucket_candidates, drop_from_pairs, drop_reasons, lsh_band_keys, lsh_params, minhash_signatures,
+    shingles, verify_pairs,
 )
 from tests.conftest import news_texts
-from tests.stages.neardup_reference import NearDedup, estimated_jaccard, resolve_near_duplicates
+from tests.stages.neardup_reference import (NearDedup, estimated_jaccard, explode_buckets, near_duplicate_pairs,
+                                            resolve_near_duplicates)
 
 THRESHOLD = 0.8
 

@@ -30,7 +30,7 @@ def test_short_empty_and_duplicate_chunks_are_counted(tiny_llama):
                       "text": ["a long enough sentence about the weather today", "hi", "",
                                "A  long enough sentence about the WEATHER today"]})
     out = chunker(table)
-    assert out.column("drop").to_pylist() == ["", "too_short", "empty", ""]
+    assert out.column("drop").to_pylist() == ["", "below_min_tokens", "empty", ""]
     keys = out.column("dedup_key").to_pylist()
     assert keys[0] == keys[3]  # the pool keeps the smaller id of the two (tests/test_pool.py)
 
@@ -69,7 +69,7 @@ def test_quality_filters_and_near_duplicate_verdicts_drop_whole_documents(tiny_l
         ("a", ""), ("b", "repetitive"), ("c", "too_short"), ("d", "near_duplicate")]
     assert all(r["num_tokens"] == 0 and r["input_ids"] == [] for r in rows[1:])
     unfiltered = process.Chunker(str(tiny_llama), 64, 4)(table)
-    assert set(unfiltered.column("drop").to_pylist()) <= {"", "too_short"}  # no filters, no verdicts
+    assert set(unfiltered.column("drop").to_pylist()) <= {"", "below_min_tokens"}  # no filters, no verdicts
     survivors = process.surviving_documents(table, FilterConfig(min_chars=20))
     assert survivors.column("doc_id").to_pylist() == ["a", "d"]
     assert survivors.column("key").to_pylist()[0] == process.dedup_key(good)
