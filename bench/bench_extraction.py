@@ -161,42 +161,56 @@ def _pool(hidden, mask):
     return (hidden.masked_fill(~m, 0.0).sum(1) / mask.sum(-1, keepdim=True).clamp(min=1)).to(torch.float32)
 
 
-def bare_loop(model_id: str, tokens: list[list[int]], layers_spec: str, batch_size: int) -> dict:
-    """(a) plain torch: the decoder stack truncated after the deepest chosen layer, no Ray."""
+def _synced(device: str) -> float:
+    """perf_counter after the GPU's queued work is done (CUDA kernels run asynchronously)."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def bare_loop(model_id: str, tokens: list[list[int]], layers_spec: str, batch_size: int, device: str = "cpu",
+              dtype: str = "float32") -> dict:
+    """(a) plain torch: the decoder stack truncated after the deepest chosen layer, no Ray.
+    `layer_params`: the parameters of the layers run, for the FLOP count (see main)."""
     import torch
 
     from cola_ray.models import find_decoder_layers, load_causal_lm, load_tokenizer, parse_layers
     from cola_ray.stages.activations import adds_bos, pad_batch
 
-    lm = load_causal_lm(model_id, "cpu", "float32")
+    lm = load_causal_lm(model_id, device, dtype)
     tok = load_tokenizer(model_id)
     layers = parse_layers(layers_spec, len(find_decoder_layers(lm)))
     base = lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model
     base.layers = base.layers[: layers[-1] + 1]
+    layer_params = sum(p.numel() for p in base.layers.parameters())
     bos, pad = adds_bos(tok), tok.pad_token_id if tok.pad_token_id is not None else 0
     order = sorted(range(len(tokens)), key=lambda i: (len(tokens[i]), i))
-    cpu0, t0 = _self_cpu(), time.perf_counter()
+    cpu0, t0 = _self_cpu(), _synced(device)
     with torch.inference_mode():
         for lo in range(0, len(order), batch_size):
-            ids, attn, pool = pad_batch([tokens[i] for i in order[lo: lo + batch_size]], pad, bos)
+            ids, attn, pool = (t.to(device) for t in pad_batch([tokens[i] for i in order[lo: lo + batch_size]],
+                                                               pad, bos))
             pos = (attn.long().cumsum(-1) - 1).clamp(min=0)
             out = base(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
                        output_hidden_states=True)
-            _ = [_pool(out.hidden_states[i + 1], pool) for i in layers]
-    return {"wall_s": time.perf_counter() - t0, "cpu_s": _self_cpu() - cpu0}
+            _ = [_pool(out.hidden_states[i + 1], pool).cpu() for i in layers]
+    return {"wall_s": _synced(device) - t0, "cpu_s": _self_cpu() - cpu0, "layer_params": layer_params}
 
 
-def naive(model_id: str, tokens: list[list[int]], seq_len: int, batch_size: int) -> dict:
+def naive(model_id: str, tokens: list[list[int]], seq_len: int, batch_size: int, device: str = "cpu",
+          dtype: str = "float32") -> dict:
     """(b) every chunk padded to seq_len, the full model with output_hidden_states (LM head
     included), mean over every position, padding included; chunks in corpus order."""
     import torch
 
     from cola_ray.models import load_causal_lm, load_tokenizer
 
-    lm = load_causal_lm(model_id, "cpu", "float32")
+    lm = load_causal_lm(model_id, device, dtype)
     tok = load_tokenizer(model_id)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    cpu0, t0 = _self_cpu(), time.perf_counter()
+    cpu0, t0 = _self_cpu(), _synced(device)
     with torch.inference_mode():
         for lo in range(0, len(tokens), batch_size):
             batch = tokens[lo: lo + batch_size]
@@ -205,9 +219,9 @@ def naive(model_id: str, tokens: list[list[int]], seq_len: int, batch_size: int)
             for r, t in enumerate(batch):
                 ids[r, : len(t)] = torch.tensor(t[:seq_len])
                 attn[r, : len(t)] = 1
-            out = lm(input_ids=ids, attention_mask=attn, output_hidden_states=True)
-            _ = [h.mean(1) for h in out.hidden_states]
-    return {"wall_s": time.perf_counter() - t0, "cpu_s": _self_cpu() - cpu0}
+            out = lm(input_ids=ids.to(device), attention_mask=attn.to(device), output_hidden_states=True)
+            _ = [h.mean(1).cpu() for h in out.hidden_states]
+    return {"wall_s": _synced(device) - t0, "cpu_s": _self_cpu() - cpu0}
 
 
 def timed_extractor(log_path: str, threads: int | None = None):
@@ -273,7 +287,7 @@ def pipeline(args, corpus: str, workdir: str) -> dict:
     cfg = CurateConfig(model=args.model, corpus=[corpus], out=os.path.join(workdir, "run"),
                        num_samples=args.num_samples, seq_len=args.seq_len, min_tokens=args.min_tokens,
                        layers=args.layers, workers=args.workers, batch_size=args.batch_size,
-                       filters=["off"], near_dup_threshold=0.0, dtype="float32", device="cpu")
+                       filters=["off"], near_dup_threshold=0.0, dtype=args.dtype, device=args.device)
     try:
         with TreeCpu() as cpu:
             t0 = time.perf_counter()
@@ -300,13 +314,13 @@ def activation_stage(args, chunks: pa.Table, workdir: str) -> dict:
     ensure_ray()
     log_path = os.path.join(workdir, "actor-stage.jsonl")
     cfg = CurateConfig(model=args.model, corpus=["-"], seq_len=args.seq_len, layers=args.layers,
-                       workers=args.workers, batch_size=args.batch_size, dtype="float32", device="cpu")
+                       workers=args.workers, batch_size=args.batch_size, dtype=args.dtype, device=args.device)
     original = activations.ActivationExtractor
     activations.ActivationExtractor = timed_extractor(log_path, args.actor_threads)
     try:
         with TreeCpu() as cpu:
             t0 = time.perf_counter()
-            ds = embed(ray.data.from_arrow(chunks), cfg, "cpu", os.path.join(workdir, "stage-shards"))
+            ds = embed(ray.data.from_arrow(chunks), cfg, args.device, os.path.join(workdir, "stage-shards"))
             rows = sum(b.num_rows for b in ds.iter_batches(batch_format="pyarrow", batch_size=None))
             wall = time.perf_counter() - t0
     finally:
@@ -335,7 +349,13 @@ def main() -> None:
     ap.add_argument("--nice", type=int, default=15, help="niceness of the whole benchmark (Ray workers: 15)")
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, deleted)")
     ap.add_argument("--json", default=None, help="also write the result JSON here")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where every method runs")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                    help="model dtype, every method (default: float32 on cpu, bfloat16 on cuda)")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's peak dense TFLOP/s in --dtype: model FLOP utilisation is reported against it")
     args = ap.parse_args()
+    args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
 
     if args.nice:
         os.nice(max(0, args.nice - os.nice(0)))
@@ -357,9 +377,9 @@ def main() -> None:
     for name in args.methods.split(","):
         with LoadSampler() as load:
             if name == "a":
-                r = bare_loop(args.model, tokens, args.layers, args.batch_size)
+                r = bare_loop(args.model, tokens, args.layers, args.batch_size, args.device, args.dtype)
             elif name == "b":
-                r = naive(args.model, tokens, args.seq_len, args.batch_size)
+                r = naive(args.model, tokens, args.seq_len, args.batch_size, args.device, args.dtype)
             elif name == "P":
                 r = pipeline(args, corpus, workdir)
                 if r["tokens_embedded"] != n_tokens:
@@ -422,7 +442,15 @@ def main() -> None:
             ratios[f"{key}/b"] = tps[key] / tps["b_naive"]
     if a and b:
         ratios["a/b"] = tps["a_bare"] / tps["b_naive"]
+    # Model FLOP utilisation: 2 FLOPs per parameter per token in the decoder layers the pass runs
+    # (the matmuls; embeddings and the LM head are not run). Attention scores are left out (at 256
+    # tokens and SmolLM2's width about 4% more), so this understates the FLOPs a little.
+    flops_per_token = 2 * a["layer_params"] if a else None
+    mfu = ({k: v * flops_per_token / (args.peak_tflops * 1e12) for k, v in tps.items() if not isinstance(v, list)}
+           if flops_per_token and args.peak_tflops else {})
     summary = {"bench": "extraction", "model": args.model, "chunks": len(tokens), "tokens": n_tokens,
+               "device": args.device, "dtype": args.dtype, "flops_per_token": flops_per_token,
+               "peak_tflops": args.peak_tflops, "mfu": {k: round(v, 4) for k, v in mfu.items()},
                "seq_len": args.seq_len, "layers": args.layers, "batch_size": args.batch_size,
                "workers": args.workers, "threads": args.threads, "nice": os.nice(0),
                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": os.cpu_count(),
@@ -454,6 +482,9 @@ def main() -> None:
           f"| {cell(cps, 'Pact')} | {cell(cps, 'P_fwd')} | {cell(cps, 'b_naive')} "
           f"| {ratio(cpu_ratios, 'P_e2e/a')} | {ratio(cpu_ratios, 'P_fwd/a')} | {ratio(cpu_ratios, 'P_e2e/b')} "
           f"| {ratio(cpu_ratios, 'a/b')} | |")
+    if mfu:
+        print(f"\nmodel FLOP utilisation ({flops_per_token / 1e6:.0f} MFLOP/token, peak {args.peak_tflops:g} TFLOP/s "
+              f"{args.dtype}): " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in mfu.items()))
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -27,6 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_pipeline_scale import ROOT, SOURCES, make_corpus, parse_n  # noqa: E402
 
 
+def _cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def profile(n: int, work: Path, threshold: float) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -45,11 +52,17 @@ def profile(n: int, work: Path, threshold: float) -> dict:
     folder = str(work / f"signatures-{n}")
     storage.delete(folder)
     row: dict = {"docs": n, "files": len(files)}
-    t = time.perf_counter()
+    t, driver_cpu = time.perf_counter(), _cpu_s()
     survivors = runner.run(docs, FunctionStage(processing._counted_survivors, args=(None,), batch_size=64))
     buckets = runner.run(survivors, FunctionStage(neardup.band_rows, args=(threshold, folder))).materialize()
     row["band_rows"] = buckets.count()
     row["bands_s"] = round(time.perf_counter() - t, 2)
+    row["bands_driver_cpu_s"] = round(_cpu_s() - driver_cpu, 2)  # the driver competes for the 2 cores
+    # Ray's own per-operator task figures: whether the tasks themselves got slower with N, or
+    # the time went between them (scheduling, the driver)
+    row["bands_ray_stats"] = [line.strip() for line in buckets.stats().splitlines()
+                              if any(w in line for w in ("tasks executed", "Remote wall time", "Remote cpu time",
+                                                         "Operator", "Total time", "Peak heap"))]
     t = time.perf_counter()
     pairs: set = set()
     for batch in processing.candidate_pairs(buckets).iter_batches(batch_format="pyarrow", batch_size=None):
@@ -88,7 +101,8 @@ def main() -> None:
     rows = []
     for n in map(parse_n, args.docs.split(",")):
         rows.append(profile(n, work, args.threshold))
-        print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "bands_ray_stats"}), flush=True)
+        print("\n".join(rows[-1]["bands_ray_stats"]), flush=True)
     for a, b in zip(rows, rows[1:]):
         print(f"{a['docs']} -> {b['docs']}: marginal " + ", ".join(
             f"{k[:-2]} {1000 * (b[k] - a[k]) / (b['docs'] - a['docs']):.3f} ms/doc"

@@ -22,6 +22,20 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-operator stat dumps drown failures
 
 
+def pytest_collection_modifyitems(config, items):
+    """`gpu`-marked tests skip where no CUDA device is visible (`pytest -m gpu` runs them on a
+    GPU machine; `make test` leaves them out with -m "not gpu")."""
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in gpu:
+            item.add_marker(skip)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

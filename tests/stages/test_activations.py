@@ -6,9 +6,9 @@ from cola_ray.stages.activations import ActivationExtractor, projection_matrix
 from tests import tinymodels
 
 
-def _extractor(model_dir, tmp_path, layers="all", batch_size=4):
-    ex = ActivationExtractor(model=str(model_dir), layers=layers, proj_dim=16, seed=0, device="cpu",
-                             dtype="float32", micro_batch_size=batch_size, shard_dir=str(tmp_path / "shards"))
+def _extractor(model_dir, tmp_path, layers="all", batch_size=4, device="cpu", dtype="float32"):
+    ex = ActivationExtractor(model=str(model_dir), layers=layers, proj_dim=16, seed=0, device=device,
+                             dtype=dtype, micro_batch_size=batch_size, shard_dir=str(tmp_path / device / "shards"))
     ex.setup()
     return ex
 
@@ -61,13 +61,32 @@ def test_non_finite_chunks_are_dropped_and_counted(tmp_path, tiny_llama):
     batch = pa.table({
         "id": ["a#0", "b#0", "c#0"], "doc_id": ["a", "b", "c"], "source": ["s"] * 3,
         "text": ["x", "y", ""], "input_ids": [[5, 6, 7, 8], [5, 99, 7], []],
-        "num_tokens": [4, 3, 0], "drop": ["", "", "too_short"],
+        "num_tokens": [4, 3, 0], "drop": ["", "", "below_min_tokens"],
     }, schema=pa.schema([("id", pa.string()), ("doc_id", pa.string()), ("source", pa.string()),
                          ("text", pa.string()), ("input_ids", pa.list_(pa.int32())),
                          ("num_tokens", pa.int32()), ("drop", pa.string())]))
     ledger = ex.process(batch)
-    assert ledger.column("drop").to_pylist() == ["", "non_finite", "too_short"]
-    shard = __import__("pyarrow.parquet", fromlist=["x"]).read_table(next((tmp_path / "shards").glob("*.parquet")))
+    assert ledger.column("drop").to_pylist() == ["", "non_finite", "below_min_tokens"]
+    shard = __import__("pyarrow.parquet", fromlist=["x"]).read_table(next((tmp_path / "cpu" / "shards").glob("*.parquet")))
     vectors = shard.column("vector").to_pylist()
     assert vectors[0] is not None and np.isfinite(vectors[0]).all()
     assert vectors[1] is None and vectors[2] is None
+
+
+@pytest.mark.gpu
+def test_cuda_bfloat16_pass_matches_the_cpu_float32_one(tmp_path, tiny_llama):
+    """The CUDA actor path in bf16 (curate's default on a GPU): vectors and layer statistics come
+    back float32 and finite, and close to the CPU float32 pass over the same chunks (bf16 keeps
+    ~3 significant digits, so cosine >= 0.99 and statistics within a few percent, not equal)."""
+    batch = [list(range(30, 90)), list(range(10, 25)), list(range(100, 140))]
+    cpu_vectors, cpu_stats = _extractor(tiny_llama, tmp_path).embed(batch)
+    gpu = _extractor(tiny_llama, tmp_path, device="cuda", dtype="bfloat16")
+    assert next(gpu.lm.parameters()).dtype == torch.bfloat16 and next(gpu.lm.parameters()).is_cuda
+    vectors, stats = gpu.embed(batch)
+    assert vectors.dtype == np.float32 and np.isfinite(vectors).all()
+    cosine = (vectors * cpu_vectors).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(cpu_vectors, axis=1)
+    assert cosine.min() >= 0.99, cosine
+    for name in ("stat_moments", "stat_sketch"):
+        got, want = np.asarray(stats[name], dtype=np.float64), np.asarray(cpu_stats[name], dtype=np.float64)
+        assert np.asarray(stats[name]).dtype == np.float32 and np.isfinite(got).all()
+        assert np.abs(got - want).sum() <= 0.05 * np.abs(want).sum(), name

@@ -1,5 +1,6 @@
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from cola_ray.stages import cluster, select
 
@@ -76,3 +77,18 @@ def test_kmeans_is_deterministic_for_a_seed():
     a = cluster.train_kmeans(x, 10, seed=3, iters=10, restarts=2)
     b = cluster.train_kmeans(x, 10, seed=3, iters=10, restarts=2)
     np.testing.assert_array_equal(a.centroids, b.centroids)
+
+
+@pytest.mark.gpu
+def test_faiss_gpu_kmeans_reaches_the_cpu_objective(monkeypatch):
+    """train_kmeans runs FAISS on the GPU when one is visible (faiss-gpu): same k-means++ starts,
+    so its objective matches the CPU run's to float noise (GPU reductions differ in order)."""
+    import faiss
+
+    if faiss.get_num_gpus() == 0:
+        pytest.skip("faiss sees no GPU (faiss-cpu installed)")
+    _, x = _table(n=20000, d=16)
+    on_gpu = cluster.train_kmeans(x, 10, seed=3, iters=10, restarts=2)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
+    on_cpu = cluster.train_kmeans(x, 10, seed=3, iters=10, restarts=2)
+    assert on_gpu.train_objective == pytest.approx(on_cpu.train_objective, rel=1e-2)
