@@ -4,7 +4,11 @@
 #   STEPS="pool sets" bench/experiment_score.sh   # only some steps
 # Steps:
 #   pool     cola-ray curate of the embedded default with layer statistics (runs/corr/pool, ~6 min)
-#   sets     the 18 calibration sets (bench/correlation_sets.py; the perplexity pass ~6 min)
+#   sets     the 18 calibration sets (bench/correlation_sets.py; the perplexity pass ~6 min). The 4
+#            sets that rank by forward-pass numbers (cola, perplexity) are not bitwise reproducible
+#            across pool rebuilds (docs/results.md 3a): the copies committed under
+#            bench/records/score-correlation/sets/ are put in place first and kept, so every
+#            session's trials and scores use the same files
 #   restore  copy the committed trial records (bench/records/score-correlation/trials) into the
 #            sweep folder, so the sweep skips every trial a previous session finished
 #   sweep    cola-ray sweep --config bench/experiment_score.yaml (hours on 2 CPU cores: stop it
@@ -29,7 +33,12 @@ sets() { for d in "$RUNS"/sets/*/; do n=$(basename "$d"); [ "$n" = _work ] || ec
 if has pool && [ ! -f "$RUNS/pool/manifest.json" ]; then
   "$CLI" curate --out "$RUNS/pool" --capabilities general,code
 fi
-if has sets; then "$PY" "$ROOT/bench/correlation_sets.py" --pool "$RUNS/pool" --out "$RUNS/sets"; fi
+if has sets; then
+  for d in "$RECORDS"/sets/*/; do
+    n=$(basename "$d"); [ -f "$RUNS/sets/$n/manifest.json" ] || { mkdir -p "$RUNS/sets/$n"; cp "$d"* "$RUNS/sets/$n/"; }
+  done
+  "$PY" "$ROOT/bench/correlation_sets.py" --pool "$RUNS/pool" --out "$RUNS/sets"
+fi
 if has restore && [ -d "$RECORDS/trials" ]; then
   mkdir -p "$RUNS/sweep/trials"; cp -n "$RECORDS"/trials/*.json "$RUNS/sweep/trials/" || true
 fi
