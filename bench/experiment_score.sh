@@ -17,7 +17,12 @@
 #   score    cola-ray score of the 18 sets from the pool, and as bare .jsonl files (forward pass)
 #   analyse  bench/correlation.py: Spearman + bootstrap per proxy x recipe x capability
 # RUN_FROM=DIR runs the CLI from a frozen copy of the code (PYTHONPATH=DIR), so that edits to the
-# checkout during the hours-long sweep cannot change it halfway.
+# checkout during the hours-long sweep cannot change it halfway. Use RUN_FROM=/tmp/frozen (a
+# worktree with `runs` and `.venv` linked to the checkout's): a trial's identity includes its set's
+# absolute path, and the committed trials ran with /tmp/frozen/runs/corr/sets/...; from any other
+# folder the sweep would run them all again.
+#   git worktree add /tmp/frozen HEAD && ln -s $PWD/runs /tmp/frozen/runs && ln -s $PWD/.venv /tmp/frozen/.venv
+#   RUN_FROM=/tmp/frozen bench/experiment_score.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-$ROOT/runs/corr}
@@ -27,6 +32,10 @@ PY=$ROOT/.venv/bin/python
 STEPS=${STEPS:-pool sets restore sweep save score analyse}
 export RAY_AUTH_MODE=disabled TOKENIZERS_PARALLELISM=false COLA_RAY_NO_PROGRESS=1
 if [ -n "${RUN_FROM:-}" ]; then export PYTHONPATH=$RUN_FROM; cd "$RUN_FROM"; else cd "$ROOT"; fi
+if has sweep && [ "$(pwd -P)" != /tmp/frozen ]; then
+  echo "experiment_score.sh: run the sweep with RUN_FROM=/tmp/frozen (see the header): the committed trials' set paths are /tmp/frozen/runs/corr/sets/..." >&2
+  exit 2
+fi
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 sets() { for d in "$RUNS"/sets/*/; do n=$(basename "$d"); [ "$n" = _work ] || echo "${d%/}"; done; }
 
