@@ -327,7 +327,10 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", TOKENIZERS_PARALLELISM="false", COLA_RAY_NO_PROGRESS="1")
+    # RAY_BACKEND_LOG_LEVEL=info: Ray's default, which curate quietens to fatal; spilled_mib reads
+    # the raylet's "Spilled N MiB" info lines
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", TOKENIZERS_PARALLELISM="false", COLA_RAY_NO_PROGRESS="1",
+               RAY_BACKEND_LOG_LEVEL="info")
     rows = []
     for n in map(parse_n, args.docs.split(",")):
         row = run_one(n, args, work, env)

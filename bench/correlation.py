@@ -117,6 +117,13 @@ def spearman_ci(x: list[float], y: list[float], seed: int = 0) -> tuple[float, f
     return rho, float(lo), float(hi)
 
 
+def complete(deg: dict, sets: set[str]) -> tuple[dict, dict]:
+    """The recipes whose every scored set has its trial (the protocol reports no correlation for a
+    recipe before that), and the others with the sets they still lack."""
+    done = {r: by_set for r, by_set in deg.items() if sets <= set(by_set)}
+    return done, {r: sorted(sets - set(by_set)) for r, by_set in deg.items() if r not in done}
+
+
 def correlate(deg: dict, values: dict, cost: dict, trial_s: dict) -> list[dict]:
     rows = []
     for recipe, by_set in sorted(deg.items()):
@@ -180,25 +187,32 @@ def main() -> None:
     ap.add_argument("--sweep", required=True, type=Path)
     ap.add_argument("--score", type=Path, required=True, help="score output folder over the pool's sets "
                     "(coverage and moments from the pool's stored statistics)")
-    ap.add_argument("--external", type=Path, required=True, help="score output folder over the same sets as bare "
-                    ".jsonl files (one forward pass each; all proxies, layer_error included)")
+    ap.add_argument("--external", type=Path, help="score output folder over the same sets as bare .jsonl files "
+                    "(one forward pass each; all proxies, layer_error included); without it only the pool "
+                    "sets' proxies (coverage, moments) are correlated")
     ap.add_argument("--records", required=True, type=Path)
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args()
     deg, trial_s, failed = degradations(args.sweep / "trials")
     # pool sets: coverage and moments from the pool; layer_error always needs the set's forward pass
-    values, cost = merge(load_scores(args.score), load_scores(args.external, {"layer_error"}))
-    ext_values, ext_cost = load_scores(args.external)
+    values, cost = merge(load_scores(args.score), *([load_scores(args.external, {"layer_error"})] if args.external
+                                                    else []))
+    ext_values, ext_cost = load_scores(args.external) if args.external else ({}, {})
+    all_deg = deg
+    deg, waiting = complete(deg, set(values))
+    for recipe, missing in sorted(waiting.items()):
+        print(f"{recipe}: not correlated yet, {len(missing)} set(s) without a trial: {', '.join(missing)}")
     result = {"command": " ".join(["python", *sys.argv]), "trial_s": trial_s, "failed_trials": failed,
-              "degradation": deg, "pool": correlate(deg, values, cost, trial_s),
-              "external": correlate(deg, ext_values, ext_cost, trial_s)}
+              "degradation": all_deg, "incomplete_recipes": waiting, "pool": correlate(deg, values, cost, trial_s),
+              "external": correlate(deg, ext_values, ext_cost, trial_s) if args.external else None}
     trials = args.records / "trials"
     trials.mkdir(parents=True, exist_ok=True)
     for p in sorted((args.sweep / "trials").glob("*.json")):
         shutil.copyfile(p, trials / p.name)
     (args.records / "correlation.json").write_text(json.dumps(result, indent=1))
     print(table(result["pool"]))
-    print("\nexternal sets (bare .jsonl, one forward pass each):\n" + table(result["external"]))
+    if args.external:
+        print("\nexternal sets (bare .jsonl, one forward pass each):\n" + table(result["external"]))
     if args.plot:
         plot(deg, values, result["pool"], args.plot)
 

@@ -32,12 +32,12 @@ PY=$ROOT/.venv/bin/python
 STEPS=${STEPS:-pool sets restore sweep save score analyse}
 export RAY_AUTH_MODE=disabled TOKENIZERS_PARALLELISM=false COLA_RAY_NO_PROGRESS=1
 if [ -n "${RUN_FROM:-}" ]; then export PYTHONPATH=$RUN_FROM; cd "$RUN_FROM"; else cd "$ROOT"; fi
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+sets() { for d in "$RUNS"/sets/*/; do n=$(basename "$d"); [ "$n" = _work ] || echo "${d%/}"; done; }
 if has sweep && [ "$(pwd -P)" != /tmp/frozen ]; then
   echo "experiment_score.sh: run the sweep with RUN_FROM=/tmp/frozen (see the header): the committed trials' set paths are /tmp/frozen/runs/corr/sets/..." >&2
   exit 2
 fi
-has() { [[ " $STEPS " == *" $1 "* ]]; }
-sets() { for d in "$RUNS"/sets/*/; do n=$(basename "$d"); [ "$n" = _work ] || echo "${d%/}"; done; }
 
 if has pool && [ ! -f "$RUNS/pool/manifest.json" ]; then
   "$CLI" curate --out "$RUNS/pool" --capabilities general,code

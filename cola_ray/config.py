@@ -218,7 +218,8 @@ class SweepConfig:
     selectors: list[str] = opt(["cola", "random"], "selectors to build a calibration set with, once per seed "
                                "(repeatable or comma-separated)")
     calibration_sets: list[str] = opt([], "existing calibration sets to compare as well: folders (local or "
-                                      "s3://) holding a calibration.jsonl; repeatable")
+                                      "s3://) holding a calibration.jsonl, or .jsonl files; repeatable; "
+                                      "one that does not exist is refused before any trial")
     recipes: list[str] = opt(["wanda-50", "gptq-w4a16"], "compression recipes from cola_ray.compress "
                              "(repeatable or comma-separated)")
     recipe_params: YamlDict = opt({}, "per-recipe parameter overrides, {recipe: {param: value}}")

@@ -25,6 +25,15 @@ def ensure_ray() -> None:
     if not ray.is_initialized():
         if not os.environ.get("RAY_ADDRESS"):  # a private local Ray: no token to hand out
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        if not os.environ.get("COLA_RAY_VERBOSE"):
+            # Ray 2.60's C++ core worker prints "Actor ... has constructor arguments in the object
+            # store and max_restarts > 0" on stderr for every Ray Data actor pool, even the minimal
+            # `ray.data.range(1).map_batches(Cls)` (ray-project/ray#57733, open); no Python logger
+            # holds it. Its log level is read from the environment at start: the driver's core
+            # worker, and for a private local Ray also the raylet and workers it starts, keep
+            # fatal messages only. A user's own RAY_BACKEND_LOG_LEVEL wins; COLA_RAY_VERBOSE=1
+            # keeps Ray's defaults. Task errors still reach the CLI as exceptions either way.
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
     ctx = ray.data.DataContext.get_current()
     # Same inputs -> same order of rows -> same --max-docs prefix and same outputs, whatever

@@ -40,6 +40,7 @@ from cola_ray.config import CurateConfig, SweepConfig
 from cola_ray.errors import UserError
 from cola_ray.selectors import get_selector
 from cola_ray.workflows.common import RunClock, ensure_ray, log, package_versions
+from cola_ray.workflows.trial import calibration_file
 
 DENSE = "dense"
 # Settings that change a trial's numbers: a rerun may reuse finished trials only if they match.
@@ -133,7 +134,8 @@ def _trial_gpus(cfg: SweepConfig) -> float:
 
 
 def check_components(cfg: SweepConfig) -> None:
-    """Recipe names and parameters, suite names: a typo fails here, not in every trial."""
+    """Recipe names and parameters, suite names, the given calibration sets' files: a typo fails
+    here, not in every trial."""
     from cola_ray.compress import get_recipe
     from cola_ray.evaluate import get_suite
 
@@ -148,6 +150,8 @@ def check_components(cfg: SweepConfig) -> None:
         get_recipe(name).modifiers(cfg.recipe_params.get(name) or None)
     for name in cfg.suites:
         get_suite(name)
+    for uri in cfg.calibration_sets:  # a typo in a path fails now, not after hours of other trials
+        calibration_file(uri)
 
 
 def check_settings(cfg: SweepConfig, base: CurateConfig) -> dict:

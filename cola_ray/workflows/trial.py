@@ -30,13 +30,19 @@ def token_digest(token_lists: list[list[int]]) -> str:
     return hashlib.sha256(json.dumps(token_lists, separators=(",", ":")).encode()).hexdigest()
 
 
+def calibration_file(uri: str) -> str:
+    """The calibration.jsonl of a set given as a folder (a curate output) or as the file itself."""
+    path = uri if uri.endswith(".jsonl") else storage.join(uri, "calibration.jsonl")
+    if not storage.exists(path):
+        raise UserError(f"calibration set {uri}: no calibration.jsonl there")
+    return path
+
+
 def load_calibration(uri: str, tokenizer, seq_len: int) -> tuple[list[dict], list[list[int]]]:
     """The calibration set at `uri` (a folder with calibration.jsonl, or the file itself), as
     rows and as the token ids compression receives: each row's `text` tokenized by the model's
     tokenizer, not re-chunked, cut to seq_len."""
-    path = uri if uri.endswith(".jsonl") else storage.join(uri, "calibration.jsonl")
-    if not storage.exists(path):
-        raise UserError(f"calibration set {uri}: no calibration.jsonl there")
+    path = calibration_file(uri)
     rows = read_calibration(storage.read_bytes(path).decode("utf-8"))
     if not rows or any(not isinstance(r.get("text"), str) or not r["text"] for r in rows):
         raise UserError(f"calibration set {uri}: empty, or a row without text")

@@ -1,6 +1,7 @@
 """`cola-ray sweep` end to end on the tiny model through Ray Tune (CPU trials): 2 selectors x
-2 recipes x 1 seed, plus a calibration set that does not exist (its trials must fail alone);
-then a rerun that redoes nothing that finished."""
+2 recipes x 1 seed, plus a calibration set that cannot calibrate (a row without text: its
+trials must fail alone); then a rerun that redoes nothing that finished. A set that does not
+exist is refused before any trial."""
 
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep-corpus")
     _write_jsonl(root / "news.jsonl", news_texts()[:12])
     _write_jsonl(root / "code.jsonl", [t[:1200] for t in code_texts(4)])
+    (root / "bad-set.jsonl").write_text('{"text": "a row"}\n{"text": ""}\n')  # exists, cannot calibrate
     return root
 
 
 def _cfg(model, corpus, out, **kw) -> SweepConfig:
     base = dict(model=str(model), out=str(out), selectors=["cola", "random"], recipes=["wanda-50", "gptq-w4a16"],
                 seeds=["0"], suites=list(SUITES), eval_limit=2, eval_batch_size=4,
-                calibration_sets=[str(out) + "-no-such-set"],
+                calibration_sets=[str(corpus / "bad-set.jsonl")],
                 curate={"corpus": [str(corpus / "news.jsonl"), str(corpus / "code.jsonl")], "num_samples": 8,
                         "seq_len": 64, "min_tokens": 16, "proj_dim": 16, "kmeans_iters": 10, "kmeans_restarts": 2},
                 proxies=["none"])  # the module's sweep fixture scores its sets; reruns need not again
@@ -61,7 +63,7 @@ def test_every_trial_is_recorded_and_the_bad_set_fails_alone(sweep):
     assert set(records) == ok | failed and len(failed) == 2
     assert all(records[k]["status"] == "ok" for k in ok), {k: records[k].get("error") for k in ok}
     for k in failed:
-        assert records[k]["status"] == "failed" and "no calibration.jsonl" in records[k]["error"]
+        assert records[k]["status"] == "failed" and "a row without text" in records[k]["error"]
     assert manifest["trials"] == {"total": 7, "reused": 0, "run": 7, "ok": 5, "failed": sorted(failed)}
     # one pool (one curate run) served both selectors
     assert [p.name for p in (out / "pool").iterdir()] == ["seed-0"]
@@ -90,7 +92,7 @@ def test_results_table_schema_and_retention_arithmetic(sweep):
         assert value != dense  # compression changed the model's numbers
         assert row.samples == 8 and (row.sparsity > 0.45 if row.recipe == "wanda-50" else True)
     failed = df[df["status"] == "failed"]
-    assert failed["error"].str.contains("no calibration.jsonl").all() and failed[f"score:{metric}"].isna().all()
+    assert failed["error"].str.contains("a row without text").all() and failed[f"score:{metric}"].isna().all()
     # every trial's row carries its set's `cola-ray score` proxies (the prediction next to the result)
     scored = df[df["set"].isin(["cola-seed0", "random-seed0"])]
     for col in ("proxy:general/coverage_nn", "proxy:code/moment_error", "proxy:code/hessian_error"):
@@ -179,6 +181,29 @@ def test_bad_sweep_options_fail_before_any_work(kw, match, tiny_llama, corpus, t
     with pytest.raises(UserError, match=match):
         run_sweep(_cfg(tiny_llama, corpus, tmp_path / "out", **kw))
     assert not (tmp_path / "out" / "trials").exists()
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"calibration_sets": ["{tmp}/no-such-set"]}, "no-such-set: no calibration.jsonl there"),
+    ({"recipe_params": {"wanda-50": {"sparsity": "half"}}}, "recipe 'wanda-50'"),
+    ({"suites": ["ppl-klingon"]}, "ppl-klingon"),
+])
+def test_bad_sweep_input_through_the_cli_is_one_line_before_any_trial(change, match, tiny_llama, corpus, tmp_path,
+                                                                      capsys):
+    """A missing calibration set, a recipe parameter of the wrong type, a suite that does not
+    exist: exit 2, one `cola-ray: error:` line, no traceback, before any trial (issue 14)."""
+    import yaml
+
+    cfg = {"model": str(tiny_llama), "selectors": ["random"], "recipes": ["wanda-50"], "suites": ["ppl-news"],
+           "curate": {"corpus": [str(corpus / "news.jsonl")], "num_samples": 4, "seq_len": 64}}
+    cfg.update(json.loads(json.dumps(change).replace("{tmp}", str(tmp_path))))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["sweep", "--config", str(tmp_path / "sweep.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("cola-ray: error: ") and match in last and "Traceback" not in err, err
+    assert not (out / "trials").exists() and not (out / "manifest.json").exists()
 
 
 def test_changed_recipe_parameters_rerun_only_that_recipes_trials(sweep, tiny_llama, corpus):
