@@ -24,14 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_extraction import _self_cpu as _cpu_s  # noqa: E402
 from bench_pipeline_scale import ROOT, SOURCES, make_corpus, parse_n  # noqa: E402
-
-
-def _cpu_s() -> float:
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def profile(n: int, work: Path, threshold: float) -> dict:
