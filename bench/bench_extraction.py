@@ -29,7 +29,6 @@ shared with other work). The 1-minute load average is recorded around every meas
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -38,7 +37,6 @@ import tempfile
 import threading
 import time
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -320,7 +318,8 @@ def activation_stage(args, chunks: pa.Table, workdir: str) -> dict:
     try:
         with TreeCpu() as cpu:
             t0 = time.perf_counter()
-            ds = embed(ray.data.from_arrow(chunks), cfg, args.device, os.path.join(workdir, "stage-shards"))
+            ds = embed(ray.data.from_arrow(chunks), cfg.model_args(), cfg.resources_args(), args.device,
+                       os.path.join(workdir, "stage-shards"))
             rows = sum(b.num_rows for b in ds.iter_batches(batch_format="pyarrow", batch_size=None))
             wall = time.perf_counter() - t0
     finally:

@@ -5,7 +5,7 @@
   formatting.py         COLA processing: Q&A records rendered with a reasoning section
   neardup.py            COLA processing: corpus-wide MinHash near-duplicate verdicts
   process.py            tokenize, split into chunks, exact-duplicate keys (the pool resolves them)
-  activations.py        the model pass that fills the pool (cola_ray/pool.py owns its shards)
+  activations.py        the model pass that fills the pool (cola_ray/pool/ owns its shards)
   perplexity.py         a model pass over the pool: token perplexity per chunk (a selector's input)
   sources.py            COLA source selection maths: coverage of capabilities, per-source quotas
   cluster.py            k-means (FAISS, one node) and nearest-centroid assignment

@@ -2,7 +2,7 @@
 
 Experts that see few or no calibration tokens get broken or NaN scales when a mixture-of-experts
 model is compressed, so the pool records, for every chunk, how many of its tokens each expert of
-each MoE layer receives: the column `expert_tokens` (pool.py), int32, one count per (MoE layer,
+each MoE layer receives: the column `expert_tokens` (cola_ray/pool/), int32, one count per (MoE layer,
 expert), the layers in depth order. Its layout (`layout()`) goes in the shard metadata.
 
 MoE layers are found structurally, like the decoder layers: a decoder layer is an MoE layer when

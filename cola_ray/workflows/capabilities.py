@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from cola_ray import probes, storage
 from cola_ray.cache import Marker
-from cola_ray.config import CurateConfig, _split
+from cola_ray.config import CoverageArgs, ModelArgs, ProcessingArgs, ResourcesArgs, split_list
 from cola_ray.errors import UserError
 from cola_ray.hashing import in_sample
 from cola_ray.pool import Pool
@@ -64,9 +64,9 @@ class QuotaResult:
     probes: pa.Table  # id, source (= capability), vector
 
 
-def parse_options(cfg: CurateConfig) -> CapabilityOptions | None:
+def parse_options(cfg: CoverageArgs) -> CapabilityOptions | None:
     """Stage-1 options, checked before anything heavy runs; None without --capabilities."""
-    caps = _split(cfg.capabilities)
+    caps = split_list(cfg.capabilities)
     if not caps:
         given = [f"--{n}" for n, v in (("target", cfg.target), ("weights", cfg.weights), ("probes", cfg.probes))
                  if v] + (["--deployment targeted"] if cfg.deployment == "targeted" else [])
@@ -76,7 +76,7 @@ def parse_options(cfg: CurateConfig) -> CapabilityOptions | None:
     if len(set(caps)) < len(caps):
         raise UserError(f"--capabilities {','.join(caps)}: a capability is named twice")
     overrides = {}
-    for item in _split(cfg.weights):
+    for item in split_list(cfg.weights):
         cap, _, value = item.partition("=")
         if cap not in caps:
             raise UserError(f"--weights {item}: unknown capability {cap!r} (--capabilities: {', '.join(caps)})")
@@ -107,29 +107,33 @@ def parse_options(cfg: CurateConfig) -> CapabilityOptions | None:
     return CapabilityOptions(caps, weights, uris, builtin)
 
 
-def embed_probes(cfg: CurateConfig, files: list[ingest.CorpusFile], proc, device: str, fingerprint: dict) -> pa.Table:
+def embed_probes(files: list[ingest.CorpusFile], proc, device: str, fingerprint: dict, *, out: str, text_field: str,
+                 coverage: CoverageArgs, model: ModelArgs, processing: ProcessingArgs,
+                 resources: ResourcesArgs) -> pa.Table:
     """Chunk and embed the probe sets like candidates (exact dedup, but no filters, near-dedup or
     packing: a probe set is taken as given). Their shards are reused while the candidates' settings (`fingerprint`)
     and the probe files stay the same, so rerunning with other weights costs no forward pass.
     Returns id, source (= capability), text, vector."""
-    shard_dir = storage.join(cfg.out, PROBE_SHARDS)
+    shard_dir = storage.join(out, PROBE_SHARDS)
     marker = Marker(storage.join(shard_dir, "_settings.json"))
-    settings = {**fingerprint, "probes": [(f.source, f.uri) for f in files], "probe_max_docs": cfg.probe_max_docs}
+    settings = {**fingerprint, "probes": [(f.source, f.uri) for f in files], "probe_max_docs": coverage.probe_max_docs}
     if not marker.matches(settings):
         storage.delete(shard_dir)
-        docs = ingest.read_documents(files, cfg.text_field, cfg.probe_max_docs, proc.formatters, proc.qa_first,
+        docs = ingest.read_documents(files, text_field, coverage.probe_max_docs, proc.formatters, proc.qa_first,
                                      renderer=proc.chat)
-        chunks = runner.run(docs, FunctionStage(process.chunk_batch, args=(cfg.model, cfg.seq_len, cfg.min_tokens),
-                                                batch_size=64))
+        chunk = FunctionStage(process.chunk_batch, args=(model.model, processing.seq_len, processing.min_tokens),
+                              batch_size=64)
+        chunks = runner.run(docs, chunk)
         # A probe file may repeat a text: the pool resolves repeats as it does the candidates'.
-        for _ in embed(chunks, cfg, device, shard_dir, workers=1).iter_batches(batch_format="pyarrow", batch_size=None):
+        ledger = embed(chunks, model, resources, device, shard_dir, workers=1)
+        for _ in ledger.iter_batches(batch_format="pyarrow", batch_size=None):
             pass
         marker.write(settings)
     table = Pool.open(shard_dir).read(["source", "text", "vector"])
     empty = sorted({f.source for f in files} - set(table.column("source").to_pylist()))
     if empty:
         raise UserError(f"--probes {empty[0]}=...: no probe text gave a chunk of at least --min-tokens "
-                        f"{cfg.min_tokens} tokens")
+                        f"{processing.min_tokens} tokens")
     return table
 
 
@@ -155,7 +159,7 @@ def _profiles(table: pa.Table, tokenizer) -> dict[str, sources.Profile]:
     return out
 
 
-def allocate(cfg: CurateConfig, opts: CapabilityOptions, probe_table: pa.Table, pool: Pool, k: int) -> QuotaResult:
+def allocate(cfg: ModelArgs, opts: CapabilityOptions, probe_table: pa.Table, pool: Pool, k: int) -> QuotaResult:
     """Coverage of every source for every capability, and each source's share of k."""
     from cola_ray.models import load_tokenizer
 
@@ -188,7 +192,7 @@ def allocate(cfg: CurateConfig, opts: CapabilityOptions, probe_table: pa.Table, 
                        probe_table.select(["id", "source", "vector"]))
 
 
-def manifest_section(cfg: CurateConfig, opts: CapabilityOptions, res: QuotaResult) -> dict:
+def manifest_section(cfg: CoverageArgs, opts: CapabilityOptions, res: QuotaResult) -> dict:
     def table(m):
         return {s: {c: round(float(m[i, j]), 4) for j, c in enumerate(res.coverage.capabilities)}
                 for i, s in enumerate(res.coverage.sources)}
@@ -210,8 +214,8 @@ def manifest_section(cfg: CurateConfig, opts: CapabilityOptions, res: QuotaResul
     }
 
 
-def plot(cfg: CurateConfig, res: QuotaResult, pool: Pool, selected: pa.Table) -> str:
-    """activation_space.png under --out: candidates (the coverage samples), probes and the
+def plot(out: str, res: QuotaResult, pool: Pool, selected: pa.Table) -> str:
+    """activation_space.png under `out`: candidates (the coverage samples), probes and the
     selected chunks in a 2-D PCA of the projected activation space."""
     from cola_ray.report import activation_space_png
 
@@ -220,5 +224,5 @@ def plot(cfg: CurateConfig, res: QuotaResult, pool: Pool, selected: pa.Table) ->
         (cluster.vectors_of(res.samples), res.samples.column("source").to_pylist()),
         (cluster.vectors_of(res.probes), res.probes.column("source").to_pylist()),
         (cluster.vectors_of(chosen), chosen.column("source").to_pylist()))
-    storage.write_bytes(storage.join(cfg.out, "activation_space.png"), png)
+    storage.write_bytes(storage.join(out, "activation_space.png"), png)
     return "activation_space.png"

@@ -8,7 +8,6 @@ import sys
 import time
 from contextlib import contextmanager
 
-from cola_ray.stages.runner import cpu_budget  # noqa: F401  (the Ray policy lives in the runner)
 
 PACKAGES = ("cola-ray", "ray", "torch", "transformers", "datasets", "faiss-cpu", "faiss-gpu-cu12",
             "pyarrow", "numpy", "llmcompressor", "lm-eval", "compressed-tensors")

@@ -38,7 +38,7 @@ from cola_ray.stages import ingest, neardup, process, runner
 from cola_ray.stages.base import FunctionStage
 from cola_ray.workflows import capabilities, processing
 from cola_ray.workflows.selection import select_and_write, target_k
-from cola_ray.workflows.common import RunClock, ensure_ray, log, package_versions, progress
+from cola_ray.workflows.common import RunClock, ensure_ray, log, progress
 from cola_ray.workflows.embedding import embed
 
 SHARDS = "work/activations"
@@ -117,7 +117,7 @@ def build_pipeline(cfg: CurateConfig, docs, done: set[str], device: str, proc: p
     # pool from the small ledger (pool.resolve), so only ids and keys ever meet, never payload.
     if done:
         chunks = runner.run(chunks, FunctionStage(_skip_done, args=(frozenset(done),)))
-    return embed(chunks, cfg, device, storage.join(cfg.out, SHARDS))
+    return embed(chunks, cfg.model_args(), cfg.resources_args(), device, storage.join(cfg.out, SHARDS))
 
 
 def _first_chunks(ledger: pa.Table) -> int:
@@ -141,9 +141,10 @@ def _inputs(cfg: CurateConfig):
     except UserError as e:
         raise UserError(f"--selector: {e}") from None
     spec.parse_params(cfg.selection_args().params_for(spec))
-    caps = capabilities.parse_options(cfg)
+    caps = capabilities.parse_options(cfg.coverage_args())
     probe_files = caps.probe_files() if caps else []
-    proc = processing.processing_options(cfg, [f.source for f in files + probe_files])
+    proc = processing.processing_options(cfg.processing_args(), cfg.model, cfg.text_field,
+                                         [f.source for f in files + probe_files])
     ingest.validate(files, cfg.text_field, proc.formatters, proc.qa_first, renderer=proc.chat)
     for cap in caps.capabilities if caps else []:
         ingest.validate([f for f in probe_files if f.source == cap], cfg.text_field, proc.formatters,
@@ -187,14 +188,14 @@ def _curate(cfg: CurateConfig) -> dict:
     budget, fractions = None, None
     if cfg.max_candidates is not None or cfg.sample_fraction is not None:
         with clock("budget"):
-            budget = processing.candidate_budget(cfg, files, skip_to)
+            budget = processing.candidate_budget(cfg.corpus_args(), files, skip_to)
         fractions = {s: b["fraction"] for s, b in budget["per_source"].items()}
         log("candidate budget: " + ", ".join(f"{s} {b['fraction']:.3g} of {b['documents']}"
                                              for s, b in budget["per_source"].items()))
     docs = ingest.read_documents(files, cfg.text_field, cfg.first_docs, proc.formatters, proc.qa_first, fractions,
                                  skip_to, proc.chat)
     with clock("near-dedup"):
-        near_dups, documents = processing.near_duplicates(cfg, docs, proc, fingerprint)
+        near_dups, documents = processing.near_duplicates(cfg.out, docs, proc, fingerprint)
     ledgers = [before.raw_ledger()] if before else []
     # Documents done / documents read by the near-dedup pass: every document leaves one `#0`
     # row in the ledger (packed sequences do not: there the bar counts chunks, with no total).
@@ -218,17 +219,20 @@ def _curate(cfg: CurateConfig) -> dict:
     quota = None
     if caps:
         with clock("probes"):
-            probe_table = capabilities.embed_probes(cfg, probe_files, proc, device, fingerprint)
+            probe_table = capabilities.embed_probes(
+                probe_files, proc, device, fingerprint, out=cfg.out, text_field=cfg.text_field,
+                coverage=cfg.coverage_args(), model=cfg.model_args(), processing=cfg.processing_args(),
+                resources=cfg.resources_args())
         with clock("coverage"):
-            quota = capabilities.allocate(cfg, caps, probe_table, pool, k)
+            quota = capabilities.allocate(cfg.model_args(), caps, probe_table, pool, k)
     extra = dict(device=device, resume={"shards_reused": previous, "rows_new": new_rows, "shards_set_aside": broken},
                  processing=processing.manifest_section(proc, near_dups,
                                                         processing.budget_section(budget, pool.counts()),
                                                         ingest.skipped_files(skip_to) if skip_to else None))
     return select_and_write(cfg, spec, pool, cfg.out, storage.join(cfg.out, "work", "selectors"), clock,
                             quotas=quota.plan.quotas if quota else None,
-                            after=(lambda selected: [capabilities.plot(cfg, quota, pool, selected)]) if quota else None,
-                            capabilities=(lambda: capabilities.manifest_section(cfg, caps, quota)) if quota else None,
+                            after=(lambda selected: [capabilities.plot(cfg.out, quota, pool, selected)]) if quota else None,
+                            capabilities=(lambda: capabilities.manifest_section(cfg.coverage_args(), caps, quota)) if quota else None,
                             probe_pool=storage.join(cfg.out, capabilities.PROBE_SHARDS) if quota else None,
                             **extra)
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from cola_ray import storage
 from cola_ray.cache import cached_json
-from cola_ray.config import CurateConfig, _split
+from cola_ray.config import CorpusArgs, ProcessingArgs, split_list
 from cola_ray.errors import UserError
 from cola_ray.stages import neardup, process, runner
 from cola_ray.stages.base import FunctionStage
@@ -46,7 +46,7 @@ class Processing:
 
 def parse_filters(values: list[str]) -> FilterConfig | None:
     """['min_chars=50,max_digit_ratio=0.5'] -> FilterConfig; ['off'] -> None."""
-    items = _split(values)
+    items = split_list(values)
     if any(v.lower() in _OFF for v in items):
         if len(items) > 1:
             raise UserError(f"--filters {','.join(items)}: 'off' cannot be combined with thresholds")
@@ -77,9 +77,10 @@ def parse_qa_fields(values: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def processing_options(cfg: CurateConfig, labels: Iterable[str]) -> Processing:
-    """The stage-2 settings of a run; `labels`: every source label that will be read (corpus
-    sources and probe sets), each getting its own Q&A renderer."""
+def processing_options(cfg: ProcessingArgs, model: str, text_field: str, labels: Iterable[str]) -> Processing:
+    """The stage-2 settings of a run for `model` (its chat template renders conversations);
+    `labels`: every source label that will be read (corpus sources and probe sets), each getting
+    its own Q&A renderer reading records' `text_field`."""
     labels = sorted(set(labels))
     mapping = parse_qa_fields(cfg.qa_fields)
     unknown = sorted(set(mapping) - set(labels))
@@ -88,10 +89,10 @@ def processing_options(cfg: CurateConfig, labels: Iterable[str]) -> Processing:
                         f"(sources: {', '.join(labels)})")
     # a template from the command line writes line breaks as \n
     template = (cfg.qa_template or DEFAULT_TEMPLATE).replace("\\n", "\n")
-    formatters = {s: QAFormatter(template, mapping.get(s), source=s, text_field=cfg.text_field) for s in labels}
+    formatters = {s: QAFormatter(template, mapping.get(s), source=s, text_field=text_field) for s in labels}
     qa_first = frozenset(labels if cfg.qa_format else mapping)
     thinking = {"auto": None, "true": True, "false": False}[str(cfg.enable_thinking).lower()]
-    renderer = ChatRenderer(cfg.model, cfg.seq_len, resolve_template(cfg.chat_template), thinking, bool(cfg.qa_chat),
+    renderer = ChatRenderer(model, cfg.seq_len, resolve_template(cfg.chat_template), thinking, bool(cfg.qa_chat),
                             bool(cfg.strict))
     return Processing(parse_filters(cfg.filters), cfg.near_dup_threshold, cfg.pack, template, formatters, qa_first,
                       renderer)
@@ -142,18 +143,18 @@ def _counted_survivors(batch: pa.Table, quality) -> pa.Table:
     return out.append_column("documents", pa.array(counts, pa.int64()))
 
 
-def near_duplicates(cfg: CurateConfig, docs, proc: Processing, fingerprint: dict) -> tuple[dict[str, str], int | None]:
-    """find_near_duplicates, remembered under --out: a resumed run must not pay for it twice.
+def near_duplicates(out: str, docs, proc: Processing, fingerprint: dict) -> tuple[dict[str, str], int | None]:
+    """find_near_duplicates, remembered under `out` (--out): a resumed run must not pay for it twice.
     (verdicts, documents read; None when unknown: near-dedup off, or a cache of an older run)."""
     if proc.near_dup_threshold <= 0:
         return {}, None
 
     def compute() -> dict:
-        drops, documents = find_near_duplicates(docs, proc, storage.join(cfg.out, NEAR_DUP_SIGNATURES))
+        drops, documents = find_near_duplicates(docs, proc, storage.join(out, NEAR_DUP_SIGNATURES))
         log(f"near-dedup: {len(drops)} of {documents} document(s) to drop (threshold {proc.near_dup_threshold})")
         return {"drops": drops, "documents": documents}
 
-    value = cached_json(storage.join(cfg.out, NEAR_DUPS), fingerprint, compute)
+    value = cached_json(storage.join(out, NEAR_DUPS), fingerprint, compute)
     if "drops" not in value:  # an older run's cache: the verdicts alone (doc ids never read "drops")
         return value, None
     return value["drops"], value["documents"]
@@ -170,7 +171,7 @@ def water_fill(counts: dict[str, int], total: int) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
-def candidate_budget(cfg: CurateConfig, files, skip_to: str | None = None) -> dict | None:
+def candidate_budget(cfg: CorpusArgs, files, skip_to: str | None = None) -> dict | None:
     """The candidate budget of a run that has one: per source, its documents and the share of
     them to embed, decided before tokenization (ingest.in_budget). The documents are counted
     for either flag (--sample-fraction needs them only for the manifest's skipped counts)."""

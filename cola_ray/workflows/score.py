@@ -167,10 +167,12 @@ def _forward(rows: list[tuple[str, list[str]]], stage: SetScorer, workers: int) 
 def _probe_tables(cfg, ccfg, opts, device) -> dict[str, dict]:
     """Per capability: probe vectors, statistics, texts (embedded like candidates)."""
     files = opts.probe_files()
-    proc = processing.processing_options(ccfg, [f.source for f in files])
+    proc = processing.processing_options(ccfg.processing_args(), ccfg.model, ccfg.text_field, [f.source for f in files])
     fingerprint = {k: getattr(ccfg, k) for k in ("model", "seq_len", "min_tokens", "layers", "proj_dim", "seed",
                                                   "dtype", "stat_layers")}
-    table = capabilities.embed_probes(ccfg, files, proc, device, fingerprint)
+    table = capabilities.embed_probes(files, proc, device, fingerprint, out=cfg.out, text_field=ccfg.text_field,
+                                      coverage=ccfg.coverage_args(), model=ccfg.model_args(),
+                                      processing=ccfg.processing_args(), resources=ccfg.resources_args())
     pool = Pool.open(storage.join(cfg.out, capabilities.PROBE_SHARDS))
     stats = pool.read(["source", "num_tokens", *STAT_COLUMNS])
     out = {}
@@ -202,7 +204,7 @@ def _score(cfg: ScoreConfig) -> dict:
     with clock("validate"):
         models.load_tokenizer(cfg.model)
         ccfg = _curate_config(cfg)
-        opts = capabilities.parse_options(ccfg)
+        opts = capabilities.parse_options(ccfg.coverage_args())
         recipes = _recipes(cfg) if "layer" in cfg.proxies else []
         sets = [load_set(u, cfg) for u in cfg.calibration]
         names = [s.name for s in sets]

@@ -149,11 +149,11 @@ def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | 
     from cola_ray.workflows.common import RunClock, package_versions
 
     clock = clock or RunClock()
-    args = cfg.selection_args()
+    args, model, resources = cfg.selection_args(), cfg.model_args(), cfg.resources_args()
     k = target_k(args.num_samples, len(pool), args.allow_fewer)
-    ctx = SelectorContext(model=cfg.model, seed=args.seed, seq_len=cfg.seq_len, device=cfg.device, dtype=cfg.dtype,
-                          workers=cfg.workers, batch_size=cfg.batch_size, work_dir=work_dir,
-                          params=spec.parse_params(args.params_for(spec)), probe_pool=probe_pool)
+    ctx = SelectorContext(model=model.model, seed=args.seed, seq_len=cfg.seq_len, device=model.device,
+                          dtype=model.dtype, workers=resources.workers, batch_size=resources.batch_size,
+                          work_dir=work_dir, params=spec.parse_params(args.params_for(spec)), probe_pool=probe_pool)
     t0 = time.perf_counter()
     with clock(f"select ({spec.name})"):
         selection = choose(pool, spec, k, ctx, quotas)
@@ -166,12 +166,12 @@ def select_and_write(cfg, spec: Selector, pool: Pool, out: str, work_dir: str | 
             storage.write_bytes(storage.join(out, expert_coverage.PLOT),
                                 expert_coverage.plot(experts, expert_totals, selection.table.num_rows))
             artifacts.append(expert_coverage.PLOT)
-        handed, tokens = write_handoff(out, cfg.model, cfg.seq_len, written)  # in calibration.jsonl's order
+        handed, tokens = write_handoff(out, model.model, cfg.seq_len, written)  # in calibration.jsonl's order
         artifacts += handed
         if after is not None:
             artifacts += after(selected)
     m = manifest(config={**dataclasses.asdict(cfg), "selector": spec.name}, model=dataclasses.asdict(
-                 models.model_identity(cfg.model)), versions=package_versions(), pool=pool, spec=spec, k=k, ctx=ctx,
+                 models.model_identity(model.model)), versions=package_versions(), pool=pool, spec=spec, k=k, ctx=ctx,
                  selection=selection, selected=selected, quotas=quotas, seconds=seconds, out=out, tokens=tokens,
                  timings=clock.timings, artifacts=artifacts + [pool_artifact(pool, out)], experts=experts,
                  capabilities=capabilities() if capabilities else None, **extra)

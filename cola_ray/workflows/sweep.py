@@ -67,10 +67,10 @@ def _absolute(uri: str) -> str:
 
 def curate_template(cfg: SweepConfig) -> CurateConfig:
     """The curate options every trial shares (demo corpus/settings when none are given)."""
-    from cola_ray.config import _coerce, field_name
+    from cola_ray.config import coerce, field_name
     from cola_ray.workflows.curate import resolve_defaults
 
-    values = {field_name(CurateConfig, k): _coerce(CurateConfig, field_name(CurateConfig, k), v, "--curate")
+    values = {field_name(CurateConfig, k): coerce(CurateConfig, field_name(CurateConfig, k), v, "--curate")
               for k, v in cfg.curate.items()}
     if values.get("corpus"):
         values["corpus"] = [_absolute(c) for c in values["corpus"]]

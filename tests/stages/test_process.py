@@ -32,7 +32,7 @@ def test_short_empty_and_duplicate_chunks_are_counted(tiny_llama):
     out = chunker(table)
     assert out.column("drop").to_pylist() == ["", "below_min_tokens", "empty", ""]
     keys = out.column("dedup_key").to_pylist()
-    assert keys[0] == keys[3]  # the pool keeps the smaller id of the two (tests/test_pool.py)
+    assert keys[0] == keys[3]  # the pool keeps the smaller id of the two (tests/pool/test_pool.py)
 
 
 def test_packing_fills_sequences_with_eos_between_documents(tiny_llama):

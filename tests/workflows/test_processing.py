@@ -12,6 +12,10 @@ from tests.conftest import news_texts
 from tests.stages.neardup_reference import NearDedup
 
 
+def _options(cfg: CurateConfig, labels: list[str]) -> processing.Processing:
+    return processing.processing_options(cfg.processing_args(), cfg.model, cfg.text_field, labels)
+
+
 def test_filter_options():
     assert processing.parse_filters([]) == FilterConfig()
     assert processing.parse_filters(["min_chars=50,max_digit_ratio=0.5", "top-ngram-size=4"]) == FilterConfig(
@@ -29,13 +33,13 @@ def test_filter_options():
 def test_qa_options():
     cfg = CurateConfig(qa_fields=["mathqa=question:Problem,reasoning:Rationale", "mathqa=answer:correct"],
                        qa_template="Q: {question}\\nA: {answer}")
-    proc = processing.processing_options(cfg, ["mathqa", "news"])
+    proc = _options(cfg, ["mathqa", "news"])
     assert proc.formatters["mathqa"].fields == {"question": "Problem", "reasoning": "Rationale", "answer": "correct"}
     assert proc.formatters["news"].template == "Q: {question}\nA: {answer}"
     assert proc.qa_first == {"mathqa"}  # a mapped source renders as Q&A even with a text field
-    assert processing.processing_options(CurateConfig(qa_format=True), ["a", "b"]).qa_first == {"a", "b"}
+    assert _options(CurateConfig(qa_format=True), ["a", "b"]).qa_first == {"a", "b"}
     with pytest.raises(UserError, match="no source or probe set 'wiki'"):
-        processing.processing_options(CurateConfig(qa_fields=["wiki=question:q"]), ["news"])
+        _options(CurateConfig(qa_fields=["wiki=question:q"]), ["news"])
     with pytest.raises(UserError, match="SOURCE=ROLE:FIELD"):
         processing.parse_qa_fields(["mathqa=question"])
 
