@@ -4,7 +4,9 @@ llm-compressor `args/` style), so a helper sees only what it uses and a test can
 The CLI and YAML stay flat (one namespace of flags); `cut(cls, config)` builds a group from the
 config's fields of the same names. That is safe against renames, unlike copying fields by
 matching names ad hoc: a group field with no config field of its name fails `cut` at once, and
-tests/config/test_config.py checks that the groups cover every option of CurateConfig.
+tests/config/test_config.py checks that the groups cover every option of CurateConfig. The groups
+have no defaults of their own: CurateConfig's are the only ones (build a group with
+`CurateConfig(...).coverage_args()` and the like).
 """
 
 from __future__ import annotations
@@ -23,63 +25,63 @@ class ModelArgs:
     """The uncompressed model and how its activations become vectors and statistics."""
 
     model: str
-    device: str = "auto"
-    dtype: str = "auto"
-    layers: str = "all"
-    proj_dim: int = 64
-    stat_layers: int = 4
-    seed: int = 0  # the projection's and sketches' seed
+    device: str
+    dtype: str
+    layers: str
+    proj_dim: int
+    stat_layers: int
+    seed: int  # the projection's and sketches' seed
 
 
 @dataclass(frozen=True)
 class CorpusArgs:
     """Where the candidate documents come from and which of them are read."""
 
-    corpus: tuple[str, ...] | list[str]
-    text_field: str = "text"
-    first_docs: int | None = None
-    max_candidates: int | None = None
-    sample_fraction: float | None = None
-    skip_bad_files: bool = False
+    corpus: list[str]
+    text_field: str
+    first_docs: int | None
+    max_candidates: int | None
+    sample_fraction: float | None
+    skip_bad_files: bool
 
 
 @dataclass(frozen=True)
 class ProcessingArgs:
     """COLA's processing: rendering (Q&A, chat), quality and near-duplicate filters, chunking."""
 
-    seq_len: int = 2048
-    min_tokens: int = 32
-    filters: tuple[str, ...] | list[str] = ()
-    near_dup_threshold: float = 0.8
-    pack: bool = False
-    qa_format: bool = False
-    qa_template: str | None = None
-    qa_fields: tuple[str, ...] | list[str] = ()
-    qa_chat: bool = False
-    chat_template: str = "auto"
-    enable_thinking: str = "auto"
-    strict: bool = False
+    seq_len: int
+    min_tokens: int
+    filters: list[str]
+    near_dup_threshold: float
+    pack: bool
+    qa_format: bool
+    qa_template: str | None
+    qa_fields: list[str]
+    qa_chat: bool
+    chat_template: str
+    enable_thinking: str
+    strict: bool
 
 
 @dataclass(frozen=True)
 class CoverageArgs:
     """COLA's source selection: the capabilities of the deployment and their probe sets."""
 
-    capabilities: tuple[str, ...] | list[str] = ()
-    deployment: str = "general"
-    target: str | None = None
-    weights: tuple[str, ...] | list[str] = ()
-    probes: tuple[str, ...] | list[str] = ()
-    probe_max_docs: int = 64
+    capabilities: list[str]
+    deployment: str
+    target: str | None
+    weights: list[str]
+    probes: list[str]
+    probe_max_docs: int
 
 
 @dataclass(frozen=True)
 class ResourcesArgs:
     """How the model passes are spread: actors, chunks per forward pass, chunks per shard."""
 
-    workers: int = 1
-    batch_size: int = 8
-    shard_size: int = 64
+    workers: int
+    batch_size: int
+    shard_size: int
 
 
 @dataclass(frozen=True)

@@ -229,11 +229,12 @@ def _curate(cfg: CurateConfig) -> dict:
                  processing=processing.manifest_section(proc, near_dups,
                                                         processing.budget_section(budget, pool.counts()),
                                                         ingest.skipped_files(skip_to) if skip_to else None))
-    return select_and_write(cfg, spec, pool, cfg.out, storage.join(cfg.out, "work", "selectors"), clock,
-                            quotas=quota.plan.quotas if quota else None,
-                            after=(lambda selected: [capabilities.plot(cfg.out, quota, pool, selected)]) if quota else None,
-                            capabilities=(lambda: capabilities.manifest_section(cfg.coverage_args(), caps, quota)) if quota else None,
-                            probe_pool=storage.join(cfg.out, capabilities.PROBE_SHARDS) if quota else None,
+    stage1 = {}
+    if quota:
+        stage1 = dict(quotas=quota.plan.quotas, probe_pool=storage.join(cfg.out, capabilities.PROBE_SHARDS),
+                      after=lambda selected: [capabilities.plot(cfg.out, quota, pool, selected)],
+                      capabilities=lambda: capabilities.manifest_section(cfg.coverage_args(), caps, quota))
+    return select_and_write(cfg, spec, pool, cfg.out, storage.join(cfg.out, "work", "selectors"), clock, **stage1,
                             **extra)
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from cola_ray import demo
 from cola_ray.cli import main
-from cola_ray.config import CoverageArgs, CurateConfig
+from cola_ray.config import CurateConfig
 from cola_ray.pool import Pool
 from cola_ray.report import curate_summary
 from cola_ray.workflows.curate import SHARDS, run_curate
@@ -223,14 +223,14 @@ def test_capability_options_without_capabilities_are_refused(tiny_llama, corpora
 def test_options_resolve_weights_and_built_in_probe_sets():
     from cola_ray.workflows.capabilities import parse_options
 
-    opts = parse_options(CoverageArgs(capabilities=["general,code", "math"], deployment="targeted", target="math",
-                                      weights=["code=0.5"], probes=["math=s3://b/gsm8k.jsonl"]))
+    opts = parse_options(CurateConfig(capabilities=["general,code", "math"], deployment="targeted", target="math",
+                                      weights=["code=0.5"], probes=["math=s3://b/gsm8k.jsonl"]).coverage_args())
     assert opts.weights == {"general": 0.2, "code": 0.5, "math": 1.0}
     assert opts.probe_uris["math"] == ["s3://b/gsm8k.jsonl"] and set(opts.builtin) == {"general", "code"}
     for cap in ("general", "code"):
         texts = [json.loads(line)["text"] for line in Path(opts.probe_uris[cap][0]).read_text().splitlines()]
         assert len(texts) > 15 and all(t.strip() for t in texts) and len(set(texts)) == len(texts)
-    assert parse_options(CoverageArgs()) is None
+    assert parse_options(CurateConfig().coverage_args()) is None
 
 
 @pytest.mark.parametrize("selector", ["random", "lexical"])
